@@ -1,0 +1,55 @@
+"""Command line: `variational vae ...`, `variational fit ...`, `variational calculus ...`.
+
+Each front end registers its own sub-commands (a `register(subparsers)` function in its `cli`
+module) and imports its heavy dependencies only when a command runs, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from variational import __version__
+
+# (module, one-line help) for each front end; each module defines register(subparsers).
+FRONT_ENDS = (
+    "variational.vae.cli",
+    "variational.vi.cli",
+    "variational.calculus.cli",
+)
+
+
+class UserError(Exception):
+    """An error the user can act on: printed as one line, exit status 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="variational",
+        description="Variational methods on PyTorch: VAEs, variational inference, calculus of variations.",
+        epilog="Run `variational COMMAND --help` for each command's options and examples.",
+    )
+    parser.add_argument("--version", action="version", version=f"variational {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in FRONT_ENDS:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (UserError, ValueError, FileNotFoundError) as e:
+        # Errors raised for bad input carry a message naming the cause; show it without a traceback.
+        print(f"variational: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("variational: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
