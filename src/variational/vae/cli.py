@@ -1,0 +1,227 @@
+"""`variational vae train|eval|sample|reconstruct|latent`: a thin shell over the typed config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+TRAIN_EXAMPLES = """examples:
+  variational vae train                                   # reference model on the embedded digits
+  variational vae train --dataset fashion-mnist --epochs 20 --out runs/fmnist
+  variational vae train --preset conv --dataset mnist --data-dir ~/data --binarize dynamic
+  variational vae train --config run.toml --lr 3e-4       # flags override the file
+  variational vae train --latent-dim 2 --iw-k 5 --out runs/iwae2d
+  variational vae train --resume --out runs/fmnist --epochs 40   # continue an interrupted run
+"""
+
+# flag -> (config field, type); None-valued flags are left to the config file / preset / defaults.
+OVERRIDES = {
+    "dataset": str, "data_dir": str, "preset": str, "arch": str, "hidden": str, "latent_dim": int,
+    "likelihood": str, "sigma": float, "binarize": str, "val_fraction": float, "epochs": int,
+    "batch_size": int, "lr": float, "beta": float, "kl_warmup_epochs": int, "iw_k": int, "seed": int,
+    "device": str,
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    vae = subparsers.add_parser("vae", help="variational autoencoders: train, evaluate, sample",
+                                description="Train, evaluate and sample variational autoencoders.")
+    sub = vae.add_subparsers(dest="vae_command", metavar="SUBCOMMAND", required=True)
+    _add_train(sub)
+    _add_eval(sub)
+    _add_sample(sub)
+    _add_reconstruct(sub)
+    _add_latent(sub)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a VAE (writes a run directory)", epilog=TRAIN_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train a VAE. Settings: defaults < --preset < --config file < flags.")
+    p.add_argument("--config", metavar="FILE", help="TOML or JSON file of config fields")
+    p.add_argument("--dataset", help="digits (default, embedded), digits8, mnist, fashion-mnist, kmnist, or a .npz/.npy path")
+    p.add_argument("--data-dir", help="where to look for IDX datasets (then $VARIATIONAL_DATA, /usr/share/datasets)")
+    p.add_argument("--preset", help="seed (the texts' 784-400-20 MLP) or conv")
+    p.add_argument("--arch", choices=["mlp", "conv"])
+    p.add_argument("--hidden", metavar="SIZES", help="comma-separated hidden sizes (mlp) or two channel counts (conv)")
+    p.add_argument("--latent-dim", type=int)
+    p.add_argument("--likelihood", choices=["bernoulli", "gaussian", "gaussian-learned"])
+    p.add_argument("--sigma", type=float, help="decoder sd of the fixed-variance gaussian likelihood")
+    p.add_argument("--binarize", choices=["none", "static", "dynamic"])
+    p.add_argument("--val-fraction", type=float, help="hold out this share of the training set for validation")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--beta", type=float, help="KL weight (beta-VAE); 1 is the ELBO")
+    p.add_argument("--kl-warmup-epochs", type=int, help="raise beta linearly from 0 over these epochs")
+    p.add_argument("--iw-k", type=int, help="K > 1 trains on the importance-weighted bound (IWAE)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<dataset>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--eval-iw", type=int, default=0, metavar="K",
+                   help="after training, also estimate log p(x) with K importance samples")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_train)
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="test ELBO and importance-weighted log p(x) of a run",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  variational vae eval runs/digits\n"
+                              "  variational vae eval runs/fmnist --iw-samples 5000 --json")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--iw-samples", type=int, default=5000, metavar="K", help="importance samples per image (0: ELBO only)")
+    p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N test images only")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(handler=_eval)
+
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="decode draws from the prior into an image grid",
+                       epilog="example:\n  variational vae sample runs/digits -n 100 --out samples.png",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("-n", type=int, default=64, help="number of samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="PNG path (default RUN_DIR/samples.png)")
+    p.add_argument("--npy", default=None, help="also save the images as a .npy array")
+    p.set_defaults(handler=_sample)
+
+
+def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reconstruct", help="test images over their reconstructions",
+                       epilog="example:\n  variational vae reconstruct runs/digits -n 32",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("-n", type=int, default=16)
+    p.add_argument("--out", default=None, help="PNG path (default RUN_DIR/reconstructions.png)")
+    p.set_defaults(handler=_reconstruct)
+
+
+def _add_latent(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("latent", help="the latent map: 2-D manifold, or a projection coloured by label",
+                       epilog="example:\n  variational vae latent runs/digits --out latent.png",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", default=None, help="PNG path (default RUN_DIR/latent.png)")
+    p.add_argument("--interpolation", default=None, metavar="PNG", help="also write a latent interpolation")
+    p.set_defaults(handler=_latent)
+
+
+def config_from_args(args: argparse.Namespace):
+    """defaults < preset < config file < flags."""
+    from variational.vae.config import VAEConfig, read_config_file
+
+    values = read_config_file(args.config) if args.config else {}
+    for name in OVERRIDES:
+        value = getattr(args, name, None)
+        if value is not None:
+            values[name] = [int(h) for h in value.split(",")] if name == "hidden" else value
+    return VAEConfig.from_dict(values)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from variational.vae import evaluate, resume, train
+    from variational.vae.train import TrainingDiverged, TrainingInterrupted
+
+    out = Path(args.out) if args.out else None
+    try:
+        if args.resume:
+            if out is None:
+                raise ValueError("--resume needs --out RUN_DIR, the run to continue")
+            run = resume(out, epochs=args.epochs, device=args.device, progress=not args.no_progress)
+        else:
+            config = config_from_args(args)
+            run = train(config, out or Path("runs") / Path(config.dataset).stem, progress=not args.no_progress)
+    except TrainingInterrupted as e:
+        print(f"variational: {e}", file=sys.stderr)
+        return 130
+    except TrainingDiverged as e:
+        print(f"variational: error: {e}", file=sys.stderr)
+        return 3
+    result = evaluate(run.model, run.data.x_test, iw_samples=args.eval_iw, seed=run.config.seed,
+                      progress=not args.no_progress)
+    _write_json(run.dir / "evaluation.json", result.to_dict())
+    print(_format_eval(result, run.config.dataset))
+    print(f"run directory: {run.dir}  (samples.png, reconstructions.png, interpolation.png, latent.png, curves.png)")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from variational.vae import evaluate, load
+    from variational.vae.train import prepare_data
+
+    model = load(args.run_dir, device=args.device or "cpu")
+    model.config.device = args.device or "cpu"
+    x = prepare_data(model.config).x_test
+    x = x[: args.limit] if args.limit else x
+    result = evaluate(model, x, iw_samples=args.iw_samples, seed=args.seed, progress=not args.json)
+    if args.json:
+        print(json.dumps({"run_dir": str(args.run_dir), "dataset": model.config.dataset, **result.to_dict()}))
+    else:
+        print(_format_eval(result, model.config.dataset))
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from variational.plots import save_image_grid
+    from variational.vae import load
+
+    model = load(args.run_dir)
+    images = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed)).numpy()
+    path = save_image_grid(args.out or Path(args.run_dir) / "samples.png", images,
+                           title=f"{args.n} samples from the prior")
+    if args.npy:
+        np.save(args.npy, images)
+    print(f"wrote {path}" + (f" and {args.npy}" if args.npy else ""))
+    return 0
+
+
+def _reconstruct(args: argparse.Namespace) -> int:
+    from variational.vae import load
+    from variational.vae.pictures import save_reconstructions
+    from variational.vae.train import prepare_data
+
+    model = load(args.run_dir)
+    x = prepare_data(model.config).x_test
+    path = save_reconstructions(model, x, Path(args.out or Path(args.run_dir) / "reconstructions.png"), n=args.n)
+    print(f"wrote {path}")
+    return 0
+
+
+def _latent(args: argparse.Namespace) -> int:
+    from variational.vae import load
+    from variational.vae.pictures import save_interpolation, save_latent
+    from variational.vae.train import prepare_data
+
+    model = load(args.run_dir)
+    data = prepare_data(model.config)
+    path = save_latent(model, data.x_test[:2000], None if data.y_test is None else data.y_test[:2000],
+                       Path(args.out or Path(args.run_dir) / "latent.png"))
+    print(f"wrote {path}")
+    if args.interpolation:
+        print(f"wrote {save_interpolation(model, data.x_test, Path(args.interpolation))}")
+    return 0
+
+
+def _format_eval(result, dataset: str) -> str:
+    lines = [f"{dataset} test set, {result.n_images} images:",
+             f"  ELBO      {result.elbo:10.3f} nats/image  ({result.elbo_bpd:.4f} bits/dim)"]
+    if result.log_px is not None:
+        lines.append(f"  log p(x)  {result.log_px:10.3f} nats/image  ({result.log_px_bpd:.4f} bits/dim), "
+                     f"K={result.iw_samples}, s.e. {result.log_px_stderr:.3f}")
+    return "\n".join(lines)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    from variational.checkpoint import save_json
+
+    save_json(path, obj)

@@ -1,0 +1,107 @@
+"""The variational autoencoder: encoder q_phi(z|x), decoder p_theta(x|z), prior N(0, I).
+
+The objectives come from `variational.core`: the ELBO with the KL in closed form, and the
+importance-weighted bound used both for IWAE training and for estimating log p(x).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution, Independent, Normal
+
+from variational.core import iw_bound, log_mean_exp, kl_standard_normal
+from variational.vae.config import VAEConfig
+from variational.vae.likelihoods import build_likelihood
+from variational.vae.nets import build_nets
+
+
+class VAE(nn.Module):
+    """A VAE for images of shape `image_shape`.
+
+    >>> vae = VAE(VAEConfig(latent_dim=2), image_shape=(28, 28))
+    >>> x = torch.rand(5, 28, 28)
+    >>> vae.elbo(x).shape, vae.sample(3).shape
+    (torch.Size([5]), torch.Size([3, 28, 28]))
+    """
+
+    def __init__(self, config: VAEConfig, image_shape: tuple[int, int]):
+        super().__init__()
+        self.config = config
+        self.image_shape = tuple(image_shape)
+        self.latent_dim = config.latent_dim
+        self.encoder, self.decoder = build_nets(config.arch, self.image_shape, config.hidden, config.latent_dim)
+        self.likelihood = build_likelihood(config.likelihood, math.prod(self.image_shape), config.sigma)
+
+    # --- the two halves -------------------------------------------------------------------
+    def encode(self, x: Tensor) -> Distribution:
+        """q(z | x): a diagonal Normal over the latent vector (event dim 1)."""
+        mu, logvar = self.encoder(x)
+        return Independent(Normal(mu, (0.5 * logvar).exp(), validate_args=False), 1)
+
+    def decode(self, z: Tensor) -> Distribution:
+        """p(x | z) over the flattened pixels; `.mean` is the expected image."""
+        return self.likelihood(self.decoder(z))
+
+    @property
+    def prior(self) -> Distribution:
+        zeros = torch.zeros(self.latent_dim, device=self._device)
+        return Independent(Normal(zeros, torch.ones_like(zeros), validate_args=False), 1)
+
+    # --- objectives ------------------------------------------------------------------------
+    def elbo(self, x: Tensor, beta: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+        """Per-image ELBO: log p(x|z) at one reparameterised draw z = mu + sigma * eps, minus beta * KL."""
+        mu, logvar = self.encoder(x)
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + (0.5 * logvar).exp() * eps
+        log_lik = self.decode(z).log_prob(x.flatten(1))
+        return log_lik - beta * kl_standard_normal(mu, logvar)
+
+    def iw_elbo(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+        """Per-image importance-weighted bound with `k` samples (the IWAE objective)."""
+        return iw_bound(*self._log_weights_terms(x, k, generator))
+
+    def log_likelihood(self, x: Tensor, k: int = 5000, chunk: int | None = None,
+                       generator: torch.Generator | None = None) -> Tensor:
+        """Importance-weighted estimate of log p(x) per image, with `k` samples from q(z|x).
+
+        The samples are processed `chunk` at a time (running log-sum-exp), so memory stays bounded.
+        """
+        chunk = chunk or max(1, 65536 // max(1, x.shape[0]))
+        total = None
+        for start in range(0, k, chunk):
+            n = min(chunk, k - start)
+            log_p, log_q = self._log_weights_terms(x, n, generator)
+            part = torch.logsumexp(log_p - log_q, 0)
+            total = part if total is None else torch.logaddexp(total, part)
+        return total - math.log(k)
+
+    def _log_weights_terms(self, x: Tensor, k: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """(log p(x, z_k), log q(z_k | x)) for k draws z_k ~ q(z|x); each (k, batch)."""
+        mu, logvar = self.encoder(x)
+        std = (0.5 * logvar).exp()
+        eps = torch.randn((k, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + std * eps
+        log_q = Normal(mu, std, validate_args=False).log_prob(z).sum(-1)
+        log_p = self.prior.log_prob(z) + self.decode(z).log_prob(x.flatten(1))
+        return log_p, log_q
+
+    # --- generation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, mean: bool = True) -> Tensor:
+        """Images decoded from z ~ N(0, I): the decoder mean (default) or a draw from p(x|z)."""
+        z = torch.randn((n, self.latent_dim), generator=generator, device=self._device)
+        px = self.decode(z)
+        x = px.mean if mean else px.sample()
+        return x.view(n, *self.image_shape)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Decoder mean at the encoder mean: the usual picture of a reconstruction."""
+        return self.decode(self.encode(x).mean).mean.view(-1, *self.image_shape)
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device

@@ -1,0 +1,83 @@
+"""The pictures of a VAE run: prior samples, reconstructions, interpolation, latent map, curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import norm
+
+from variational import plots
+from variational.vae.model import VAE
+
+
+@torch.no_grad()
+def save_samples(model: VAE, path: Path, n: int = 64, seed: int = 0) -> Path:
+    g = torch.Generator(device=model._device).manual_seed(seed)
+    images = model.sample(n, generator=g).cpu().numpy()
+    return plots.save_image_grid(path, images, ncols=8, title="samples: z ~ N(0, I), decoder mean")
+
+
+@torch.no_grad()
+def save_reconstructions(model: VAE, x: torch.Tensor, path: Path, n: int = 16) -> Path:
+    """Rows of inputs over rows of their reconstructions (8 per row)."""
+    x = x[:n]
+    recon = model.reconstruct(x)
+    rows = []
+    for start in range(0, len(x), 8):
+        rows += [x[start:start + 8], recon[start:start + 8]]
+    images = torch.cat(rows).cpu().numpy()
+    return plots.save_image_grid(path, images, ncols=8, title="inputs (odd rows) over reconstructions")
+
+
+@torch.no_grad()
+def save_interpolation(model: VAE, x: torch.Tensor, path: Path, pairs: int = 4, steps: int = 10) -> Path:
+    """Decode straight lines between the latent means of pairs of test images."""
+    mu = model.encode(x[: 2 * pairs]).mean
+    t = torch.linspace(0, 1, steps, device=mu.device)[:, None]
+    lines = [mu[2 * i] * (1 - t) + mu[2 * i + 1] * t for i in range(min(pairs, len(mu) // 2))]
+    images = model.decode(torch.cat(lines)).mean.view(-1, *model.image_shape).cpu().numpy()
+    return plots.save_image_grid(path, images, ncols=steps, title="latent interpolation between test images")
+
+
+@torch.no_grad()
+def save_latent(model: VAE, x: torch.Tensor, labels: torch.Tensor | None, path: Path, grid: int = 15) -> Path:
+    """The 2-D latent manifold when latent_dim == 2, else test means projected on 2 principal axes."""
+    if model.latent_dim == 2:
+        # Evenly spaced quantiles of the prior, so each cell covers equal prior mass.
+        q = torch.tensor(norm.ppf(np.linspace(0.05, 0.95, grid)), dtype=torch.float32, device=model._device)
+        zz = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), -1).reshape(-1, 2)
+        images = model.decode(zz).mean.view(-1, *model.image_shape).cpu().numpy()
+        return plots.save_image_grid(path, images, ncols=grid, title="latent manifold (prior quantiles 5%..95%)")
+    mu = model.encode(x).mean.cpu().numpy()
+    centred = mu - mu.mean(0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    share = s[:2] ** 2 / np.sum(s ** 2)
+    points = centred @ vt[:2].T
+    lab = None if labels is None else labels.cpu().numpy()
+    return plots.save_scatter(path, points, lab, f"PC 1 ({share[0]:.0%} of variance)",
+                              f"PC 2 ({share[1]:.0%})", title="test images' latent means")
+
+
+def save_curves(metrics: list[dict], path: Path) -> Path:
+    epochs = [m["epoch"] for m in metrics]
+    series = {"train -ELBO": (epochs, [m["train_loss"] for m in metrics]),
+              "test -ELBO": (epochs, [-m["test_elbo"] for m in metrics])}
+    return plots.save_curves(path, series, "epoch", "nats per image", title="negative ELBO")
+
+
+def save_all(model: VAE, x_test: torch.Tensor, y_test: torch.Tensor | None, metrics: list[dict], out: Path) -> list[Path]:
+    """Write every picture of a run into `out`; returns the paths."""
+    was_training = model.training
+    model.eval()
+    paths = [
+        save_samples(model, out / "samples.png"),
+        save_reconstructions(model, x_test, out / "reconstructions.png"),
+        save_interpolation(model, x_test, out / "interpolation.png"),
+        save_latent(model, x_test[:2000], None if y_test is None else y_test[:2000], out / "latent.png"),
+    ]
+    if metrics:
+        paths.append(save_curves(metrics, out / "curves.png"))
+    model.train(was_training)
+    return paths

@@ -1,0 +1,268 @@
+"""The VAE training loop: in-memory tensors, atomic checkpoints, exact resume, clean interrupts.
+
+Data lives on the device as one tensor; each epoch draws a permutation from the run's own
+generator and slices batches from it, so there is no per-sample Python work in the loop. The same
+generator supplies the dynamic binarisation and the reparameterisation noise; its state is saved
+with the weights and Adam moments, so a resumed run continues the uninterrupted run's exact stream.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from variational import data as datasets
+from variational.vae import persist
+from variational.vae.config import VAEConfig
+from variational.vae.evaluate import elbo_per_image
+from variational.vae.model import VAE
+
+CHECKPOINT = "checkpoint.safetensors"
+WEIGHTS = "model.safetensors"
+METRICS = "metrics.jsonl"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT or SIGTERM arrived; a checkpoint at the current step was written first."""
+
+
+@dataclass
+class TrainData:
+    x_train: torch.Tensor  # (N, H, W) in [0, 1]; statically binarised when asked
+    x_test: torch.Tensor  # evaluation set: the test split, or a fixed binarisation of it
+    y_test: torch.Tensor | None
+    x_val: torch.Tensor | None
+    description: str
+
+
+@dataclass
+class Run:
+    """A training run: its directory, the trained model and its per-epoch metrics."""
+
+    dir: Path
+    model: VAE
+    config: VAEConfig
+    metrics: list[dict] = field(default_factory=list)
+    data: TrainData | None = None
+
+
+def prepare_data(config: VAEConfig) -> TrainData:
+    """Load the dataset onto the device and apply the binarisation the config asks for."""
+    ds = datasets.load(config.dataset, data_dir=config.data_dir)
+    train, x_val = ds.train, None
+    if config.val_fraction > 0:
+        train, val = datasets.split_validation(ds.train, config.val_fraction, seed=config.seed)
+        x_val = val.images
+    x_train, x_test = train.images, ds.test.images
+    if config.binarize == "static":
+        x_train = datasets.binarize_static(x_train, seed=config.seed)
+    if config.binarize != "none":
+        # Evaluation always uses one fixed draw, the common protocol for binarised benchmarks.
+        x_test = datasets.binarize_static(x_test, seed=config.seed + 1)
+        x_val = None if x_val is None else datasets.binarize_static(x_val, seed=config.seed + 2)
+    dev = torch.device(config.device)
+    return TrainData(x_train.to(dev), x_test.to(dev), ds.test.labels, None if x_val is None else x_val.to(dev),
+                     ds.description)
+
+
+class _StopOnSignal:
+    """Turn SIGINT/SIGTERM into a flag the loop checks after each step (main thread only)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def train(config: VAEConfig, out: str | Path, resume: bool = False, progress: bool = True,
+          on_step: Callable[[int, int, float], None] | None = None, log: Callable[[str], None] | None = None) -> Run:
+    """Train a VAE, writing checkpoints, metrics and pictures into `out`.
+
+    `resume=True` continues from `out/checkpoint.safetensors` (the config is read from it; only
+    `epochs` and `device` are taken from `config`; see `resume`). `on_step(epoch, step, loss)` is called after every optimiser step.
+
+    >>> run = train(VAEConfig(epochs=1), "runs/doc", progress=False)  # doctest: +SKIP
+    """
+    out = Path(out)
+    log = log or (lambda msg: tqdm.write(msg))
+    config = _resolve_config(config, out, resume)
+    torch.manual_seed(config.seed)  # weight initialisation; all later randomness uses `g`
+    data = prepare_data(config)
+    model = VAE(config, tuple(data.x_train.shape[1:])).to(config.device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    g = torch.Generator(device=config.device).manual_seed(config.seed)
+    loop = _LoopState(epoch=0, step=0, perm=None, loss_sum=0.0, seen=0)
+    metrics: list[dict] = []
+    if resume:
+        loop, metrics = _restore(out, model, opt, g, config)
+        log(f"resuming {out} at epoch {loop.epoch + 1}, step {loop.step}")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        (out / METRICS).write_text("")
+    log(f"data: {data.description}; model: {_describe(model)}")
+    with _StopOnSignal() as stop:
+        for epoch in range(loop.epoch, config.epochs):
+            loop = _run_epoch(model, opt, g, data, config, epoch, loop, out, stop, progress, on_step)
+            row = _epoch_metrics(model, data, config, epoch, loop)
+            metrics.append(row)
+            with open(out / METRICS, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            loop = _LoopState(epoch=epoch + 1, step=0, perm=None, loss_sum=0.0, seen=0, started=loop.started)
+            _checkpoint(out, model, opt, g, loop)
+            persist.save_model(out / WEIGHTS, model)
+            log(_format_row(row, config.epochs))
+    from variational.vae import pictures  # matplotlib only once training is done
+
+    pictures.save_all(model, data.x_test, data.y_test, metrics, out)
+    return Run(out, model, config, metrics, data)
+
+
+@dataclass
+class _LoopState:
+    epoch: int  # 0-based epoch in progress
+    step: int  # next batch index within the epoch
+    perm: torch.Tensor | None  # this epoch's order (None before it is drawn)
+    loss_sum: float  # sum of per-image losses so far this epoch
+    seen: int
+    started: float = field(default_factory=time.perf_counter)
+
+
+def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data: TrainData, config: VAEConfig,
+               epoch: int, loop: _LoopState, out: Path, stop: _StopOnSignal, progress: bool,
+               on_step: Callable[[int, int, float], None] | None) -> _LoopState:
+    x_all = data.x_train
+    n, bs = len(x_all), config.batch_size
+    if loop.perm is None:
+        loop.perm = torch.randperm(n, generator=g, device=x_all.device)
+        loop.started = time.perf_counter()
+    beta = config.beta_at(epoch)
+    n_batches = math.ceil(n / bs)
+    model.train()
+    bar = tqdm(total=n_batches, initial=loop.step, desc=f"epoch {epoch + 1}/{config.epochs}",
+               unit="batch", disable=not progress, leave=False, dynamic_ncols=True)
+    for step in range(loop.step, n_batches):
+        x = x_all[loop.perm[step * bs:(step + 1) * bs]]
+        if config.binarize == "dynamic":
+            x = datasets.binarize_dynamic(x, g)
+        if config.iw_k > 1:
+            objective = model.iw_elbo(x, config.iw_k, generator=g)
+        else:
+            objective = model.elbo(x, beta=beta, generator=g)
+        loss = -objective.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        value = loss.item()
+        if not math.isfinite(value):
+            bar.close()
+            raise TrainingDiverged(
+                f"loss is {value} at epoch {epoch + 1}, step {step + 1}; the last good checkpoint "
+                f"({out / CHECKPOINT}, if any) is kept. Try a smaller --lr, or check the data for NaNs.")
+        opt.step()
+        loop.step, loop.loss_sum, loop.seen = step + 1, loop.loss_sum + value * len(x), loop.seen + len(x)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loop.loss_sum / loop.seen:.2f}", refresh=False)
+        if on_step is not None:
+            on_step(epoch, step, value)
+        if stop.signum is not None:
+            bar.close()
+            _checkpoint(out, model, opt, g, loop)
+            raise TrainingInterrupted(
+                f"stopped by signal {signal.Signals(stop.signum).name} at epoch {epoch + 1}, step {step + 1}; "
+                f"checkpoint saved. Continue with: variational vae train --resume --out {out}")
+    bar.close()
+    return loop
+
+
+def _epoch_metrics(model: VAE, data: TrainData, config: VAEConfig, epoch: int, loop: _LoopState) -> dict:
+    model.eval()
+    # A separate generator per epoch: evaluation never disturbs the training stream.
+    ge = torch.Generator(device=data.x_test.device).manual_seed(config.seed + 10_000 + epoch)
+    row = {"epoch": epoch + 1, "train_loss": loop.loss_sum / max(loop.seen, 1),
+           "test_elbo": elbo_per_image(model, data.x_test, samples=config.eval_samples, generator=ge).mean().item(),
+           "beta": config.beta_at(epoch), "seconds": time.perf_counter() - loop.started}
+    if data.x_val is not None:
+        row["val_elbo"] = elbo_per_image(model, data.x_val, samples=config.eval_samples, generator=ge).mean().item()
+    model.train()
+    return row
+
+
+def _checkpoint(out: Path, model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, loop: _LoopState) -> None:
+    extra = {"rng.train": g.get_state()}
+    if loop.perm is not None:
+        extra["loop.perm"] = loop.perm
+    state = {"epoch": loop.epoch, "step": loop.step, "loss_sum": loop.loss_sum, "seen": loop.seen}
+    persist.save_checkpoint(out / CHECKPOINT, model, opt, state, extra)
+
+
+def _restore(out: Path, model: VAE, opt: torch.optim.Optimizer, g: torch.Generator,
+             config: VAEConfig) -> tuple[_LoopState, list[dict]]:
+    state, extra = persist.load_checkpoint(out / CHECKPOINT, model, opt, device=config.device)
+    g.set_state(extra["rng.train"].cpu())
+    loop = _LoopState(epoch=state["epoch"], step=state["step"], perm=extra.get("loop.perm"),
+                      loss_sum=state["loss_sum"], seen=state["seen"])
+    # Keep the metrics of completed epochs only: a crash after a metrics line but before its
+    # checkpoint would otherwise leave a line for an epoch that is about to be redone.
+    lines = [ln for ln in (out / METRICS).read_text().splitlines() if ln.strip()] if (out / METRICS).exists() else []
+    metrics = [json.loads(ln) for ln in lines[: loop.epoch]]
+    (out / METRICS).write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    return loop, metrics
+
+
+def _resolve_config(config: VAEConfig, out: Path, resume: bool) -> VAEConfig:
+    if not resume:
+        if (out / CHECKPOINT).exists():
+            raise ValueError(f"{out} already holds a run; continue it with --resume or choose a new --out")
+        return config
+    if not (out / CHECKPOINT).exists():
+        raise ValueError(f"cannot resume: no {CHECKPOINT} in {out}")
+    saved, _ = persist.read_checkpoint_config(out / CHECKPOINT)
+    saved.epochs, saved.device = config.epochs, config.device  # the only fields a resume may change
+    return saved
+
+
+def resume(out: str | Path, epochs: int | None = None, device: str | None = None, **kwargs) -> Run:
+    """Continue the run in `out` from its checkpoint, optionally to a new number of epochs."""
+    saved, _ = persist.read_checkpoint_config(Path(out) / CHECKPOINT)
+    saved.epochs = epochs or saved.epochs
+    saved.device = device or saved.device
+    return train(saved, out, resume=True, **kwargs)
+
+
+def _describe(model: VAE) -> str:
+    n = sum(p.numel() for p in model.parameters())
+    c = model.config
+    return f"{c.arch} {list(c.hidden)} latent {c.latent_dim}, {c.likelihood} decoder, {n:,} parameters"
+
+
+def _format_row(row: dict, epochs: int) -> str:
+    text = (f"epoch {row['epoch']:>3}/{epochs}  train -ELBO {row['train_loss']:8.2f}  "
+            f"test ELBO {row['test_elbo']:8.2f} nats  ({row['seconds']:.1f}s)")
+    if "val_elbo" in row:
+        text += f"  val ELBO {row['val_elbo']:8.2f}"
+    return text
