@@ -1,0 +1,170 @@
+"""Benchmark: our VAE trainer against the source texts' own training loop, on Fashion-MNIST.
+
+Both train the reference model (MLP 784-400-20, ReLU, sigmoid/Bernoulli output, BCE summed over
+pixels + analytic KL, Adam 1e-3, batch 128) for the same number of epochs, in one process:
+
+- "plain loop": the texts' loop written plainly: a torch DataLoader over a dataset that returns one
+  image tensor at a time (as torchvision's ToTensor pipeline does), the model's forward returning
+  (recon, mu, logvar), the loss BCE(sum) + KLD, test loss per image after each epoch;
+- "variational": `variational.vae.train` with the `seed` preset.
+
+A third row times the matrix products of the same training steps alone (forward and backward
+GEMMs of the four layers, batch 128), the floor any trainer of this model pays.
+
+    python bench/vae_speed.py --epochs 3              # needs Fashion-MNIST (apt-get install dataset-fashion-mnist)
+    python bench/vae_speed.py --iw 5000               # also time the K=5000 log p(x) estimate on the test set
+
+Prints a table (seconds per epoch, ratio, test loss after each epoch). Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from variational import data as datasets
+from variational import vae
+
+
+# ---------------------------------------------------------------------------------------------
+# The texts' loop, written plainly.
+class PerImage(Dataset):
+    """One uint8 image at a time, converted to a float tensor in [0, 1] on access (ToTensor)."""
+
+    def __init__(self, images: np.ndarray):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(self.images[i]).float().div(255).unsqueeze(0)
+
+
+class PlainVAE(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc21, self.fc22 = nn.Linear(784, 400), nn.Linear(400, 20), nn.Linear(400, 20)
+        self.fc3, self.fc4 = nn.Linear(20, 400), nn.Linear(400, 784)
+
+    def forward(self, x):
+        h = F.relu(self.fc1(x.view(-1, 784)))
+        mu, logvar = self.fc21(h), self.fc22(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
+
+
+def plain_loss(recon, x, mu, logvar):
+    bce = F.binary_cross_entropy(recon, x.view(-1, 784), reduction="sum")
+    kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    return bce + kld
+
+
+def run_plain(train_u8: np.ndarray, test_u8: np.ndarray, epochs: int) -> list[tuple[float, float]]:
+    torch.manual_seed(0)
+    model = PlainVAE()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    train_loader = DataLoader(PerImage(train_u8), batch_size=128, shuffle=True)
+    test_loader = DataLoader(PerImage(test_u8), batch_size=128)
+    rows = []
+    for _ in range(epochs):
+        model.train()
+        t0 = time.perf_counter()
+        for x in train_loader:
+            opt.zero_grad()
+            loss = plain_loss(*_fwd(model, x))
+            loss.backward()
+            opt.step()
+        seconds = time.perf_counter() - t0
+        model.eval()
+        with torch.no_grad():
+            total = sum(plain_loss(*_fwd(model, x)).item() for x in test_loader)
+        rows.append((seconds, total / len(test_u8)))
+    return rows
+
+
+def _fwd(model, x):
+    recon, mu, logvar = model(x)
+    return recon, x, mu, logvar
+
+
+# ---------------------------------------------------------------------------------------------
+def run_ours(epochs: int, out: Path) -> tuple[list[tuple[float, float]], vae.Run]:
+    cfg = vae.VAEConfig(preset="seed", dataset="fashion-mnist", epochs=epochs, seed=0)
+    run = vae.train(cfg, out, progress=False, log=lambda m: None)
+    return [(m["seconds"], -m["test_elbo"]) for m in run.metrics], run
+
+
+def matmul_floor(steps: int, batch: int = 128, repeats: int = 3) -> float:
+    """Seconds for the forward and backward GEMMs of `steps` training steps of the 784-400-20 MLP."""
+    layers = [(784, 400), (400, 40), (20, 400), (400, 784)]  # fc21 and fc22 fused as one 400x40 GEMM
+    ws = [torch.randn(o, i) * 0.01 for i, o in layers]
+    xs = [torch.randn(batch, i) for i, _ in layers]
+    gs = [torch.randn(batch, o) for _, o in layers]
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            for w, x, g in zip(ws, xs, gs):
+                torch.mm(x, w.t())  # forward
+                torch.mm(g, w)  # gradient with respect to the input
+                torch.mm(g.t(), x)  # gradient with respect to the weight
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--iw", type=int, default=0, metavar="K", help="also time log p(x) with K samples on the test set")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        ds = datasets.load("fashion-mnist")
+    except datasets.DatasetNotFoundError as e:
+        print(e, file=sys.stderr)
+        return 2
+    train_u8 = (ds.train.images * 255).round().to(torch.uint8).numpy()
+    test_u8 = (ds.test.images * 255).round().to(torch.uint8).numpy()
+
+    plain = run_plain(train_u8, test_u8, args.epochs)
+    with tempfile.TemporaryDirectory() as tmp:
+        ours, run = run_ours(args.epochs, Path(tmp) / "run")
+    floor = matmul_floor(math.ceil(len(train_u8) / 128))
+
+    print(f"Fashion-MNIST, reference VAE 784-400-20, batch 128, Adam 1e-3, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'epoch':>5} | {'plain loop s':>12} | {'variational s':>13} | {'speed-up':>8} | "
+          f"{'plain test loss':>15} | {'variational test loss':>21}")
+    print("-" * 90)
+    for i, ((ps, pl), (os_, ol)) in enumerate(zip(plain, ours), 1):
+        print(f"{i:>5} | {ps:12.2f} | {os_:13.2f} | {ps / os_:7.1f}x | {pl:15.2f} | {ol:21.2f}")
+    mean_plain = np.mean([p[0] for p in plain])
+    mean_ours = np.mean([o[0] for o in ours])
+    print("-" * 90)
+    print(f"mean seconds per epoch: plain {mean_plain:.2f}, variational {mean_ours:.2f} "
+          f"({mean_plain / mean_ours:.1f}x faster)")
+    print(f"matrix products alone: {floor:.2f} s per epoch; variational takes {mean_ours / floor:.2f}x that")
+
+    if args.iw:
+        t0 = time.perf_counter()
+        result = vae.evaluate(run.model, run.data.x_test, iw_samples=args.iw, progress=True)
+        print(f"log p(x) with K={args.iw} on {result.n_images} test images: {result.log_px:.2f} nats "
+              f"(ELBO {result.elbo:.2f}), {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
