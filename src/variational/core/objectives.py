@@ -48,3 +48,28 @@ def iw_bound(log_p: Tensor, log_q: Tensor) -> Tensor:
     K = log_p.shape[0]. With K = 1 this is the one-sample ELBO; it rises towards log p(x) as K grows.
     """
     return log_mean_exp(log_p - log_q, 0)
+
+
+def detached_log_prob(module: torch.nn.Module, z: Tensor) -> Tensor:
+    """log q(z) with the module's parameters detached, while z keeps its own path to them.
+
+    This is the sticking-the-landing estimator's log q (Roeder, Wu and Duvenaud 2017): the score
+    term E_q[d/dphi log q_phi(z)] = 0 is dropped, so the gradient's variance vanishes as q -> p.
+    `module(z)` must return log q(z).
+    """
+    frozen = {name: p.detach() for name, p in module.named_parameters()}
+    return torch.func.functional_call(module, frozen, (z,))
+
+
+def surrogate_elbo(log_p: Tensor, log_q: Tensor, k: int = 1) -> Tensor:
+    """Monte Carlo objective to maximise: the ELBO for k = 1, else the mean importance-weighted bound.
+
+    `log_p` and `log_q` hold S * k draws along dim 0; groups of k consecutive draws form one
+    importance-weighted estimate (Burda et al. 2016), and the S estimates are averaged.
+    """
+    if k == 1:
+        return elbo_monte_carlo(log_p, log_q)
+    if log_p.shape[0] % k:
+        raise ValueError(f"number of draws {log_p.shape[0]} is not a multiple of k={k}")
+    log_w = (log_p - log_q).reshape(-1, k, *log_p.shape[1:])
+    return log_mean_exp(log_w, 1).mean(0)

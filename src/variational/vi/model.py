@@ -1,0 +1,306 @@
+"""A model for general VI: a log joint density over named, constrained parameters.
+
+Variational families live on R^d; `Model` maps an unconstrained vector z in R^d to the named,
+constrained parameters through `torch.distributions.biject_to` and adds the log |Jacobian|, so
+that `log_density(z) = log p(x, T(z)) + log |det dT/dz|` is a density on R^d.
+
+Two ways to write a model:
+
+* Full data: ``Model(log_joint, spec)`` with ``log_joint(params) -> scalar``, or
+  ``Model(log_joint, spec, data=data)`` with ``log_joint(params, data) -> scalar``.
+* Minibatch (stochastic VI on large data): ``Model(spec=spec, data=data, log_prior=lp,
+  log_lik=ll)``, where ``log_prior(params)`` is the log prior and ``log_lik(params, batch)`` is the
+  summed log likelihood of the rows in ``batch`` (a dict of tensors whose first dim indexes the
+  N data points). On a batch of B rows the estimate log_prior + (N / B) * log_lik(params, batch)
+  is unbiased for the full log joint; `fit(..., batch_size=B)` uses it.
+
+`params` is a dict of constrained tensors for ONE draw; many draws are evaluated at once with
+`torch.func.vmap`. Functions vmap cannot take (data-dependent Python control flow, `.item()`)
+fall back to a loop over draws, with one warning.
+
+Example:
+    >>> import torch
+    >>> from torch.distributions import constraints, Normal
+    >>> y = torch.tensor([0.3, -1.2, 0.8])
+    >>> def log_joint(p):
+    ...     return (Normal(0, 10).log_prob(p["mu"]) + Normal(0, 1).log_prob(p["tau"])
+    ...             + Normal(p["mu"], p["tau"]).log_prob(y).sum())
+    >>> m = Model(log_joint, {"mu": constraints.real, "tau": constraints.positive})
+    >>> m.dim
+    2
+    >>> m.log_density(torch.zeros(4, 2)).shape
+    torch.Size([4])
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import Tensor
+from torch.distributions import Transform, biject_to, constraints
+from torch.distributions.constraints import Constraint
+
+__all__ = ["Model", "ModelError", "ParamInfo"]
+
+Params = dict[str, Tensor]
+
+
+class ModelError(ValueError):
+    """A model whose spec or log density cannot be used; the message names the parameter."""
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """One named parameter: its constraint, constrained shape, bijection and place in z."""
+
+    name: str
+    constraint: Constraint
+    shape: torch.Size
+    transform: Transform
+    unconstrained_shape: torch.Size
+    offset: int
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.unconstrained_shape)
+
+
+def _parse_spec(spec: Mapping[str, Any]) -> list[ParamInfo]:
+    """Turn {name: constraint | (constraint, shape)} into ordered ParamInfo records."""
+    if not isinstance(spec, Mapping) or not spec:
+        raise ModelError("spec must be a non-empty dict {name: constraint or (constraint, shape)}")
+    infos, offset = [], 0
+    for name, value in spec.items():
+        constraint, shape = value if isinstance(value, tuple) else (value, ())
+        if not isinstance(constraint, Constraint):
+            raise ModelError(f"parameter '{name}': {constraint!r} is not a torch.distributions constraint")
+        shape = torch.Size((shape,) if isinstance(shape, int) else shape)
+        try:
+            transform = biject_to(constraint)
+            inv_shape = torch.Size(transform.inverse_shape(shape))
+        except (NotImplementedError, ValueError, IndexError) as e:
+            raise ModelError(f"parameter '{name}': no bijection to constraint {constraint} with shape {tuple(shape)} ({e})") from None
+        info = ParamInfo(str(name), constraint, shape, transform, inv_shape, offset)
+        infos.append(info)
+        offset += info.size
+    return infos
+
+
+class _Recorder(dict):
+    """A params dict that records which names `log_joint` reads and names unknown ones."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Tensor:
+        if key not in self:
+            raise ModelError(f"log_joint reads parameter '{key}', which is not in the spec (spec has {sorted(self)})")
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+class Model:
+    """A log joint density over named constrained parameters (see the module docstring)."""
+
+    def __init__(
+        self,
+        log_joint: Callable[..., Tensor] | None = None,
+        spec: Mapping[str, Any] | None = None,
+        data: Mapping[str, Tensor] | None = None,
+        *,
+        log_prior: Callable[[Params], Tensor] | None = None,
+        log_lik: Callable[[Params, Mapping[str, Tensor]], Tensor] | None = None,
+        name: str = "model",
+    ) -> None:
+        if (log_joint is None) == (log_prior is None and log_lik is None):
+            raise ModelError("give either log_joint, or both log_prior and log_lik (minibatch form)")
+        if log_joint is None and (log_prior is None or log_lik is None or data is None):
+            raise ModelError("the minibatch form needs log_prior, log_lik and data together")
+        self.params = _parse_spec(spec if spec is not None else {})
+        self.log_joint, self.log_prior, self.log_lik = log_joint, log_prior, log_lik
+        self.data = dict(data) if data is not None else None
+        self.n_data = self._count_rows(self.data) if log_lik is not None else None
+        self.name = name
+        self._vectorised: bool | None = None  # decided on the first batched evaluation
+
+    # ----- layout of the unconstrained vector -------------------------------------------------
+    @property
+    def dim(self) -> int:
+        """Length d of the unconstrained vector z."""
+        return sum(p.size for p in self.params)
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+    @property
+    def is_minibatch(self) -> bool:
+        return self.log_lik is not None
+
+    def element_names(self) -> list[str]:
+        """One label per constrained scalar, e.g. ['mu', 'theta[0]', ..., 'theta[7]']."""
+        labels = []
+        for p in self.params:
+            if len(p.shape) == 0:
+                labels.append(p.name)
+            else:
+                labels += [f"{p.name}[{','.join(map(str, i))}]" for i in _indices(p.shape)]
+        return labels
+
+    def constrain(self, z: Tensor) -> Params:
+        """Map z of shape (..., d) to {name: tensor of shape (..., *shape)} on the constrained scale."""
+        return {p.name: p.transform(self._slice(z, p)) for p in self.params}
+
+    def unconstrain(self, params: Mapping[str, Any]) -> Tensor:
+        """Inverse of `constrain` for ONE draw: {name: value} -> z of shape (d,)."""
+        parts = []
+        for p in self.params:
+            if p.name not in params:
+                raise ModelError(f"init is missing parameter '{p.name}'")
+            value = torch.as_tensor(params[p.name], dtype=torch.get_default_dtype()).expand(p.shape)
+            parts.append(p.transform.inv(value).reshape(-1))
+        return torch.cat(parts)
+
+    def _slice(self, z: Tensor, p: ParamInfo) -> Tensor:
+        return z[..., p.offset : p.offset + p.size].reshape(z.shape[:-1] + p.unconstrained_shape)
+
+    def _constrain_one(self, z: Tensor) -> tuple[Params, Tensor]:
+        """One draw z (d,) -> (constrained params, log |det J| as a scalar)."""
+        params, log_det = {}, z.new_zeros(())
+        for p in self.params:
+            u = self._slice(z, p)
+            x = p.transform(u)
+            params[p.name] = x
+            log_det = log_det + p.transform.log_abs_det_jacobian(u, x).sum()
+        return params, log_det
+
+    # ----- densities -----------------------------------------------------------------------------
+    def _log_target_one(self, z: Tensor, batch: Mapping[str, Tensor] | None, scale: float) -> Tensor:
+        params, log_det = self._constrain_one(z)
+        if self.log_joint is not None:
+            lp = self.log_joint(params) if self.data is None else self.log_joint(params, self.data)
+        else:
+            lp = self.log_prior(params) + scale * self.log_lik(params, batch if batch is not None else self.data)
+        return lp + log_det
+
+    def log_density(self, z: Tensor, batch: Mapping[str, Tensor] | None = None) -> Tensor:
+        """log p(x, T(z)) + log|J_T(z)| for z of shape (S, d): a tensor of shape (S,).
+
+        With a minibatch model and `batch` given, the likelihood is scaled by N / B.
+        """
+        scale = 1.0 if batch is None else self.n_data / self._count_rows(batch)
+        one = lambda zi: self._log_target_one(zi, batch, scale)  # noqa: E731
+        if self._vectorised is None:
+            self._vectorised = self._try_vmap(one, z)
+        if self._vectorised:
+            return torch.func.vmap(one)(z)
+        return torch.stack([one(zi) for zi in z])
+
+    def _try_vmap(self, one: Callable[[Tensor], Tensor], z: Tensor) -> bool:
+        """Does vmap take this log density and agree with a plain loop? Warn once if not."""
+        zs = z[:2].detach()
+        try:
+            with torch.no_grad():
+                batched = torch.func.vmap(one)(zs)
+                looped = torch.stack([one(zi) for zi in zs])
+            if torch.allclose(batched, looped, rtol=1e-5, atol=1e-6, equal_nan=True):
+                return True
+            reason = "vmap and a loop disagree"
+        except Exception as e:  # noqa: BLE001 -- any failure under vmap means: evaluate one draw at a time
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        warnings.warn(
+            f"{self.name}: log density cannot be vectorised with torch.func.vmap ({reason}); "
+            "evaluating draws one at a time, which is slower",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
+
+    # ----- checks --------------------------------------------------------------------------------
+    def check(self, z: Tensor) -> float:
+        """Evaluate one draw z (d,); raise ModelError naming the parameter if the spec or value is bad."""
+        params, log_det = self._constrain_one(z.detach())
+        recorder = _Recorder(params)
+        value = self._call_for_check(recorder)
+        unread = [n for n in self.names if n not in recorder.read]
+        if unread:
+            raise ModelError(f"parameter '{unread[0]}' is in the spec but log_joint never reads it")
+        if not isinstance(value, Tensor) or value.numel() != 1:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ModelError(f"log density must return a scalar tensor, got {shape}; check the shapes in the spec ({self._shapes()})")
+        total = float(value.reshape(()) + log_det)
+        if not math.isfinite(total):
+            raise ModelError(self._explain_non_finite(z.detach(), params, total))
+        return total
+
+    def _call_for_check(self, params: _Recorder) -> Tensor:
+        try:
+            if self.log_joint is not None:
+                return self.log_joint(params) if self.data is None else self.log_joint(params, self.data)
+            return self.log_prior(params) + self.log_lik(params, self.data)
+        except ModelError:
+            raise
+        except (RuntimeError, IndexError, KeyError, TypeError, ValueError) as e:
+            culprit = self._guess_shape_culprit(str(e))
+            where = f"parameter '{culprit}' (shape {tuple(self._info(culprit).shape)}): " if culprit else ""
+            raise ModelError(f"log_joint failed: {where}{type(e).__name__}: {str(e).splitlines()[0]}; spec shapes {self._shapes()}") from e
+
+    def _explain_non_finite(self, z: Tensor, params: Params, total: float) -> str:
+        """Name the parameters that, moved alone, make the log density finite; else list the values."""
+        bad = [p.name for p in self.params if self._finite_when_moved(z, p)]
+        shown = [(k, v) for k, v in params.items() if not bad or k in bad]
+        values = ", ".join(f"{k}={_short(v)}" for k, v in shown)
+        who = ("parameter " if len(bad) == 1 else "parameters ") + ", ".join(f"'{b}'" for b in bad) if bad else "the parameters"
+        return f"log density is {total} at the initial point: check {who} ({values}); pass init= with values inside the support"
+
+    def _finite_when_moved(self, z: Tensor, p: ParamInfo) -> bool:
+        """Does shifting only p's unconstrained coordinates (by +-1, +-3) give a finite log density?"""
+        for shift in (1.0, -1.0, 3.0, -3.0):
+            moved = z.clone()
+            moved[p.offset : p.offset + p.size] += shift
+            try:
+                with torch.no_grad():
+                    params, log_det = self._constrain_one(moved)
+                    value = self._call_for_check(_Recorder(params))
+                if math.isfinite(float(value.reshape(()) + log_det)):
+                    return True
+            except (ModelError, RuntimeError, ValueError):
+                continue
+        return False
+
+    def _guess_shape_culprit(self, message: str) -> str | None:
+        """The one parameter with a dimension whose size appears in a size-mismatch message, if unique."""
+        sizes = {int(s) for s in re.findall(r"\d+", message)}
+        hits = [p.name for p in self.params if any(d in sizes for d in p.shape)]
+        return hits[0] if len(hits) == 1 else None
+
+    def _info(self, name: str) -> ParamInfo:
+        return next(p for p in self.params if p.name == name)
+
+    def _shapes(self) -> str:
+        return ", ".join(f"{p.name}: {tuple(p.shape)}" for p in self.params)
+
+    @staticmethod
+    def _count_rows(data: Mapping[str, Tensor] | None) -> int:
+        rows = {k: len(v) for k, v in (data or {}).items()}
+        if not rows or len(set(rows.values())) != 1:
+            raise ModelError(f"minibatch data must be a non-empty dict of tensors with the same first dim, got {rows}")
+        return next(iter(rows.values()))
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, dim={self.dim}, params=[{self._shapes()}])"
+
+
+def _indices(shape: torch.Size) -> list[tuple[int, ...]]:
+    return [tuple(int(i) for i in idx) for idx in torch.cartesian_prod(*[torch.arange(s) for s in shape]).reshape(-1, len(shape))]
+
+
+def _short(v: Tensor) -> str:
+    flat = v.detach().reshape(-1)
+    return f"{flat[0].item():.4g}" if flat.numel() == 1 else f"[{', '.join(f'{x:.3g}' for x in flat[:4].tolist())}{', ...' if flat.numel() > 4 else ''}]"

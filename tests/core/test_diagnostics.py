@@ -1,0 +1,85 @@
+"""PSIS k-hat against ArviZ and known tails; importance ESS; the ELBO stopping rule."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.stats as st
+import torch
+from torch.distributions import Normal, StudentT
+
+from variational.core import StoppingRule, gpd_fit, importance_ess, khat, psis
+
+
+@pytest.mark.parametrize("shape", [-0.2, 0.5])
+def test_gpd_fit_recovers_known_shape_and_scale(shape):
+    x = st.genpareto.rvs(shape, scale=2.0, size=20_000, random_state=1)
+    k, sigma = gpd_fit(x)
+    # With 20,000 exceedances the estimator's sd is about 0.01 for k and 0.02 for sigma (Zhang and Stephens 2009).
+    assert abs(k - shape) < 0.04 and abs(sigma - 2.0) < 0.08
+
+
+@pytest.mark.parametrize("scale", [0.3, 1.0, 2.5])
+def test_psis_matches_arviz(scale):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import arviz as az
+    lw = np.random.default_rng(0).normal(size=4000) * scale
+    smoothed, k = psis(lw)
+    ref_smoothed, ref_k = az.psislw(lw.copy())
+    # Same algorithm, independent code: agreement to float64 rounding.
+    assert abs(k - float(ref_k)) < 1e-10
+    np.testing.assert_allclose(smoothed - smoothed.max(), ref_smoothed - ref_smoothed.max(), atol=1e-10)
+
+
+def test_khat_small_for_a_good_proposal_and_large_for_a_too_narrow_one():
+    g = torch.Generator().manual_seed(0)
+    target = StudentT(2.0)
+    good_q = StudentT(2.0, scale=1.1)  # slightly wider than the target: bounded weights
+    z = torch.as_tensor(st.t.rvs(2.0, scale=1.1, size=4000, random_state=0), dtype=torch.float32)
+    assert khat((target.log_prob(z) - good_q.log_prob(z)).numpy()) < 0.5
+    narrow_q = Normal(0.0, 0.5)  # Gaussian tails under a t_2 target: unbounded weights
+    z = 0.5 * torch.randn(4000, generator=g)
+    assert khat((target.log_prob(z) - narrow_q.log_prob(z)).numpy()) > 0.7
+
+
+def test_importance_ess_limits():
+    assert importance_ess(np.zeros(500)) == pytest.approx(500.0)  # equal weights: every draw counts
+    lw = np.full(500, -50.0)
+    lw[7] = 0.0
+    assert importance_ess(lw) == pytest.approx(1.0, abs=1e-12)  # one dominant weight: one draw
+
+
+def test_psis_rejects_nan_and_too_few_draws():
+    with pytest.raises(ValueError, match="NaN"):
+        psis(np.array([0.0, np.nan] * 50))
+    with pytest.raises(ValueError, match="at least 25 draws"):
+        psis(np.zeros(10))
+
+
+def test_stopping_rule_stops_on_a_flat_trace_not_on_a_rising_one():
+    rng = np.random.default_rng(1)
+    rule = StoppingRule(window=200)
+    flat = -50 + rng.normal(size=400)
+    assert rule.is_stationary(flat)
+    # Rising by 4 nats across the window under unit noise: the rise's standard error is about 0.25 nats.
+    rising = -50 + 0.02 * np.arange(400) + rng.normal(size=400)
+    assert not rule.is_stationary(rising)
+    # A typical optimisation curve: still climbing early, levelled off late.
+    curve = -50 - 30 * np.exp(-np.arange(3000) / 300) + rng.normal(size=3000)
+    assert not rule.is_stationary(curve[:600]) and rule.is_stationary(curve)
+    assert not rule.is_stationary(flat[:150])  # shorter than the window: no decision yet
+
+
+def test_stopping_rule_ignores_rare_outliers():
+    rng = np.random.default_rng(2)
+    flat = rng.normal(size=300)
+    flat[[250, 260, 270]] = -1e6  # three catastrophic Monte Carlo draws late in the window
+    assert StoppingRule(window=200).is_stationary(flat)
+
+
+def test_stopping_rule_validates_fields():
+    with pytest.raises(ValueError, match="window"):
+        StoppingRule(window=5)
+    with pytest.raises(ValueError, match="t_crit"):
+        StoppingRule(t_crit=0.0)

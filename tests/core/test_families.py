@@ -1,0 +1,86 @@
+"""Variational families: densities against torch.distributions, entropies against sampling, STL detaching."""
+
+import pytest
+import torch
+
+from variational.core import FullRank, LowRank, MeanField, detached_log_prob, make_family
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny tensors: one intra-op thread is faster, and fair to the other jobs sharing the cores.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _perturbed(name: str, dim: int = 4):
+    """A family with non-trivial parameters (not the symmetric starting point)."""
+    q = make_family(name, dim, scale=0.7).double()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in q.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return q
+
+
+@pytest.mark.parametrize("name", ["meanfield", "fullrank", "lowrank"])
+def test_gaussian_log_prob_and_entropy_match_torch_distribution(name):
+    q = _perturbed(name)
+    z = q.rsample(50, torch.Generator().manual_seed(0))
+    # Same density, two code paths (ours and torch's): equal up to float64 rounding.
+    torch.testing.assert_close(q.log_prob(z), q.distribution.log_prob(z), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(q.entropy(), q.distribution.entropy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["meanfield", "fullrank", "lowrank"])
+def test_reparameterised_draws_have_the_distribution_moments(name):
+    q = _perturbed(name)
+    n = 200_000
+    z = q.rsample(n, torch.Generator().manual_seed(1))
+    cov = q.covariance()
+    torch.testing.assert_close(cov.diagonal(), q.distribution.variance, rtol=1e-10, atol=1e-10)
+    # Sample mean error has sd sqrt(diag cov / n) < 0.004 here; 5 sd is a safe bound.
+    assert torch.all((z.mean(0) - q.loc).abs() < 5 * (cov.diagonal() / n).sqrt())
+    # Sample covariance entries have sd about sqrt(2 / n) * max var < 0.01; allow 0.03.
+    torch.testing.assert_close(torch.cov(z.T), cov, atol=0.03, rtol=0)
+
+
+def test_flow_log_prob_of_its_draws_matches_the_sampling_path():
+    q = make_family("flow", 3, transforms=2, hidden=16, generator=torch.Generator().manual_seed(0)).double()
+    z, log_q = q.rsample_and_log_prob(64, torch.Generator().manual_seed(1))
+    # Inverse and forward passes of the same bijection: equal up to float64 rounding of the splines.
+    torch.testing.assert_close(q.log_prob(z), log_q, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["meanfield", "fullrank", "lowrank", "flow"])
+def test_stop_gradient_log_prob_keeps_value_and_drops_the_score(name):
+    q = make_family(name, 3, generator=torch.Generator().manual_seed(0)) if name == "flow" else _perturbed(name, 3)
+    q = q.double()
+    z = q.rsample(16, torch.Generator().manual_seed(2)).detach()
+    torch.testing.assert_close(detached_log_prob(q, z), q.log_prob(z), rtol=1e-10, atol=1e-10)
+    # With z held fixed, the detached log q has no path to the parameters at all.
+    assert not detached_log_prob(q, z).requires_grad
+
+
+def test_lowrank_draws_use_rank_plus_dim_noise():
+    q = LowRank(5, rank=2)
+    assert q.noise_dim == 7 and q.rsample(3).shape == (3, 5)
+
+
+def test_make_family_rejects_unknown_names_and_bad_dims():
+    with pytest.raises(ValueError, match="family must be one of"):
+        make_family("gaussian", 3)
+    with pytest.raises(ValueError, match="dim must be >= 1"):
+        make_family("meanfield", 0)
+    with pytest.raises(ValueError, match="rank must be >= 1"):
+        LowRank(3, rank=0)
+
+
+def test_meanfield_and_fullrank_start_where_asked():
+    loc = torch.tensor([1.0, -2.0])
+    for cls in (MeanField, FullRank):
+        q = cls(2, loc=loc, scale=0.5)
+        torch.testing.assert_close(q.mean(), loc)
+        torch.testing.assert_close(q.distribution.variance, torch.full((2,), 0.25))

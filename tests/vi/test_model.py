@@ -1,0 +1,125 @@
+"""vi.Model: the unconstrained layout, Jacobians, the promised one-line errors, vmap fallback, minibatches."""
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch.distributions import Dirichlet, Exponential, Normal, constraints
+
+from variational.vi import Model, ModelError
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _simple():
+    return Model(
+        lambda p: Exponential(1.0).log_prob(p["tau"]) + Dirichlet(torch.ones(3, dtype=F64)).log_prob(p["pi"])
+        + Normal(0.0, 1.0).log_prob(p["w"]).sum(),
+        {"tau": constraints.positive, "pi": (constraints.simplex, (3,)), "w": (constraints.real, (2, 2))},
+    )
+
+
+def test_layout_and_round_trip():
+    m = _simple()
+    assert m.dim == 1 + 2 + 4  # the 3-simplex has 2 free coordinates
+    assert m.element_names()[:4] == ["tau", "pi[0]", "pi[1]", "pi[2]"] and m.element_names()[-1] == "w[1,1]"
+    z = torch.randn(m.dim, dtype=F64, generator=torch.Generator().manual_seed(0))
+    params = m.constrain(z)
+    assert params["tau"] > 0 and torch.isclose(params["pi"].sum(), torch.tensor(1.0, dtype=F64))
+    torch.testing.assert_close(m.unconstrain(params).to(F64), z, rtol=1e-6, atol=1e-6)
+
+
+def test_log_density_adds_the_jacobian():
+    m = Model(lambda p: Exponential(2.0).log_prob(p["tau"]), {"tau": constraints.positive})
+    z = torch.tensor([[-0.3], [1.2]], dtype=F64)
+    tau = z.exp().squeeze(-1)
+    # tau = exp(z): density on z is p(tau) * |dtau/dz| = 2 exp(-2 tau) * tau.
+    expected = math.log(2.0) - 2 * tau + z.squeeze(-1)
+    torch.testing.assert_close(m.log_density(z), expected)
+
+
+def test_parameter_not_in_spec_is_named():
+    m = Model(lambda p: Normal(0.0, 1.0).log_prob(p["mu"]) + Normal(0.0, 1.0).log_prob(p["sigma"]),
+              {"mu": constraints.real})
+    with pytest.raises(ModelError, match="reads parameter 'sigma', which is not in the spec") as err:
+        m.check(torch.zeros(1))
+    assert "\n" not in str(err.value)
+
+
+def test_parameter_never_read_is_named():
+    m = Model(lambda p: Normal(0.0, 1.0).log_prob(p["mu"]), {"mu": constraints.real, "extra": constraints.positive})
+    with pytest.raises(ModelError, match="parameter 'extra' is in the spec but log_joint never reads it"):
+        m.check(torch.zeros(2))
+
+
+def test_shape_mismatch_is_named():
+    y = torch.zeros(8, dtype=F64)
+    m = Model(lambda p: Normal(p["theta"], 1.0).log_prob(y).sum(), {"theta": (constraints.real, (7,))})
+    with pytest.raises(ModelError, match="parameter 'theta' \\(shape \\(7,\\)\\)") as err:
+        m.check(torch.zeros(7))
+    assert "\n" not in str(err.value)
+
+
+def test_non_finite_start_names_the_parameter():
+    # log(a - 2) is NaN at the start a = exp(0) = 1; b is harmless.
+    m = Model(lambda p: torch.log(p["a"] - 2.0) + Normal(0.0, 1.0).log_prob(p["b"]),
+              {"a": constraints.positive, "b": constraints.real})
+    with pytest.raises(ModelError, match="check parameter 'a' \\(a=1\\)") as err:
+        m.check(torch.zeros(2))
+    assert "\n" not in str(err.value) and "'b'" not in str(err.value)
+
+
+def test_non_scalar_log_joint_is_rejected():
+    m = Model(lambda p: Normal(0.0, 1.0).log_prob(p["theta"]), {"theta": (constraints.real, (3,))})
+    with pytest.raises(ModelError, match="must return a scalar"):
+        m.check(torch.zeros(3))
+
+
+def test_vmap_fallback_warns_once_and_matches_the_loop():
+    def log_joint(p):  # Python control flow on a value: vmap cannot trace it
+        if p["mu"] > 0:
+            return Normal(0.0, 1.0).log_prob(p["mu"])
+        return Normal(0.0, 2.0).log_prob(p["mu"])
+
+    m = Model(log_joint, {"mu": constraints.real})
+    z = torch.tensor([[-1.0], [0.5], [2.0]], dtype=F64)
+    with pytest.warns(RuntimeWarning, match="cannot be vectorised with torch.func.vmap"):
+        values = m.log_density(z)
+    expected = torch.stack([log_joint({"mu": zi[0]}) for zi in z])
+    torch.testing.assert_close(values, expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # decided once: no second warning
+        m.log_density(z)
+
+
+def test_minibatch_log_density_scales_the_likelihood():
+    x = torch.linspace(-1, 1, 10, dtype=F64)
+    m = Model(spec={"mu": constraints.real}, data={"x": x},
+              log_prior=lambda p: Normal(0.0, 3.0).log_prob(p["mu"]),
+              log_lik=lambda p, batch: Normal(p["mu"], 1.0).log_prob(batch["x"]).sum())
+    z = torch.tensor([[0.4]], dtype=F64)
+    prior = Normal(0.0, 3.0).log_prob(torch.tensor(0.4, dtype=F64))
+    full = prior + Normal(0.4, 1.0).log_prob(x).sum()
+    torch.testing.assert_close(m.log_density(z)[0], full)  # no batch: the whole data set
+    batch = {"x": x[:4]}
+    scaled = prior + 10 / 4 * Normal(0.4, 1.0).log_prob(x[:4]).sum()  # N / B = 10 / 4
+    torch.testing.assert_close(m.log_density(z, batch)[0], scaled)
+
+
+def test_constructor_errors():
+    with pytest.raises(ModelError, match="either log_joint, or both log_prior and log_lik"):
+        Model(spec={"a": constraints.real})
+    with pytest.raises(ModelError, match="not a torch.distributions constraint"):
+        Model(lambda p: p["a"], {"a": "real"})
+    with pytest.raises(ModelError, match="same first dim"):
+        Model(spec={"a": constraints.real}, data={"x": torch.zeros(3), "y": torch.zeros(4)},
+              log_prior=lambda p: p["a"], log_lik=lambda p, b: p["a"])
