@@ -14,6 +14,7 @@ TRAIN_EXAMPLES = """examples:
   variational vae train --config run.toml --lr 3e-4       # flags override the file
   variational vae train --latent-dim 2 --iw-k 5 --out runs/iwae2d
   variational vae train --resume --out runs/fmnist --epochs 40   # continue an interrupted run
+  torchrun --nproc-per-node 4 -m variational vae train --device cuda --dataset mnist   # 4 GPUs (DDP)
 """
 
 # flag -> (config field, type); None-valued flags are left to the config file / preset / defaults.
@@ -64,7 +65,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-iw", type=int, default=0, metavar="K",
                    help="after training, also estimate log p(x) with K importance samples")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_dist_timeout(p)
     p.set_defaults(handler=_train)
+
+
+def _add_dist_timeout(p: argparse.ArgumentParser) -> None:
+    from variational.vae.distributed import DEFAULT_TIMEOUT_S
+
+    p.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                   help="under torchrun: how long a rank waits for the others before the job stops "
+                        f"with an error (default {DEFAULT_TIMEOUT_S:g})")
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -78,6 +88,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_dist_timeout(p)
     p.set_defaults(handler=_eval)
 
 
@@ -126,41 +137,76 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
+    from variational.vae import distributed
+
+    out = Path(args.out) if args.out else None
+    if args.resume and out is None:
+        raise ValueError("--resume needs --out RUN_DIR, the run to continue")
+    config = None if args.resume else config_from_args(args)
+    device = args.device or (_saved_device(out) if args.resume else config.device)
+    with distributed.session(device, args.dist_timeout) as group:
+        try:
+            return _train_in(args, config, out, group)
+        except distributed.RankFailure as e:
+            print(f"variational: error: {e}", file=sys.stderr)
+            return 1
+
+
+def _train_in(args: argparse.Namespace, config, out: Path | None, group) -> int:
+    """Train and evaluate; under torchrun every rank runs this and rank 0 alone prints and writes."""
     from variational.vae import evaluate, resume, train
     from variational.vae.train import TrainingDiverged, TrainingInterrupted
 
-    out = Path(args.out) if args.out else None
+    main = group is None or group.is_main
+    progress = not args.no_progress and main
     try:
         if args.resume:
-            if out is None:
-                raise ValueError("--resume needs --out RUN_DIR, the run to continue")
-            run = resume(out, epochs=args.epochs, device=args.device, progress=not args.no_progress)
+            run = resume(out, epochs=args.epochs, device=args.device, progress=progress)
         else:
-            config = config_from_args(args)
-            run = train(config, out or Path("runs") / Path(config.dataset).stem, progress=not args.no_progress)
+            run = train(config, out or Path("runs") / Path(config.dataset).stem, progress=progress)
     except TrainingInterrupted as e:
-        print(f"variational: {e}", file=sys.stderr)
+        if main:
+            print(f"variational: {e}", file=sys.stderr)
         return 130
     except TrainingDiverged as e:
-        print(f"variational: error: {e}", file=sys.stderr)
+        if main:
+            print(f"variational: error: {e}", file=sys.stderr)
         return 3
-    result = evaluate(run.model, run.data.x_test, iw_samples=args.eval_iw, seed=run.config.seed,
-                      progress=not args.no_progress)
-    _write_json(run.dir / "evaluation.json", result.to_dict())
-    print(_format_eval(result, run.config.dataset))
-    print(f"run directory: {run.dir}  (samples.png, reconstructions.png, interpolation.png, latent.png, curves.png)")
+    result = evaluate(run.model, run.data.x_test, iw_samples=args.eval_iw, seed=run.config.seed, progress=progress)
+    if main:
+        _write_json(run.dir / "evaluation.json", result.to_dict())
+        print(_format_eval(result, run.config.dataset))
+        print(f"run directory: {run.dir}  (samples.png, reconstructions.png, interpolation.png, latent.png, curves.png)")
     return 0
 
 
+def _saved_device(out: Path) -> str:
+    """The device a run was trained on, read from its checkpoint (cpu when there is none yet)."""
+    from variational.vae import persist
+    from variational.vae.train import CHECKPOINT
+
+    path = out / CHECKPOINT
+    return persist.read_checkpoint_config(path)[0].device if path.is_file() else "cpu"
+
+
 def _eval(args: argparse.Namespace) -> int:
-    from variational.vae import evaluate, load
+    from variational.vae import distributed, evaluate, load
     from variational.vae.train import prepare_data
 
-    model = load(args.run_dir, device=args.device or "cpu")
-    model.config.device = args.device or "cpu"
-    x = prepare_data(model.config).x_test
-    x = x[: args.limit] if args.limit else x
-    result = evaluate(model, x, iw_samples=args.iw_samples, seed=args.seed, progress=not args.json)
+    device = args.device or "cpu"
+    with distributed.session(device, args.dist_timeout) as group:
+        main = group is None or group.is_main
+        model = load(args.run_dir, device=device)
+        model.config.device = device
+        x = prepare_data(model.config).x_test
+        x = x[: args.limit] if args.limit else x
+        try:  # under torchrun the images are sharded over the ranks; rank 0 prints
+            result = evaluate(model, x, iw_samples=args.iw_samples, seed=args.seed, progress=main and not args.json)
+        except distributed.RankFailure as e:
+            print(f"variational: error: {e}", file=sys.stderr)
+            return 1
+    if not main:
+        return 0
     if args.json:
         print(json.dumps({"run_dir": str(args.run_dir), "dataset": model.config.dataset, **result.to_dict()}))
     else:

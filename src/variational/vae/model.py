@@ -54,7 +54,7 @@ class VAE(nn.Module):
     def elbo(self, x: Tensor, beta: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
         """Per-image ELBO: log p(x|z) at one reparameterised draw z = mu + sigma * eps, minus beta * KL."""
         mu, logvar = self.encoder(x)
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        eps = _standard_normal(mu.shape, generator, mu)
         z = mu + (0.5 * logvar).exp() * eps
         log_lik = self.decode(z).log_prob(x.flatten(1))
         return log_lik - beta * kl_standard_normal(mu, logvar)
@@ -82,7 +82,7 @@ class VAE(nn.Module):
         """(log p(x, z_k), log q(z_k | x)) for k draws z_k ~ q(z|x); each (k, batch)."""
         mu, logvar = self.encoder(x)
         std = (0.5 * logvar).exp()
-        eps = torch.randn((k, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+        eps = _standard_normal((k, *mu.shape), generator, mu)
         z = mu + std * eps
         log_q = Normal(mu, std, validate_args=False).log_prob(z).sum(-1)
         log_p = self.prior.log_prob(z) + self.decode(z).log_prob(x.flatten(1))
@@ -105,3 +105,12 @@ class VAE(nn.Module):
     @property
     def _device(self) -> torch.device:
         return next(self.parameters()).device
+
+
+def _standard_normal(shape: tuple[int, ...], generator, like: Tensor) -> Tensor:
+    """N(0, 1) noise shaped (..., batch, latent). `generator` is a torch.Generator (or None), or a
+    rank's share of a global batch (`variational.vae.distributed.ShareNoise`), which draws its rows
+    of the noise one process would draw for the whole batch."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+    return generator.randn(shape, like)

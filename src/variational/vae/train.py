@@ -4,6 +4,10 @@ Data lives on the device as one tensor; each epoch draws a permutation from the 
 generator and slices batches from it, so there is no per-sample Python work in the loop. The same
 generator supplies the dynamic binarisation and the reparameterisation noise; its state is saved
 with the weights and Adam moments, so a resumed run continues the uninterrupted run's exact stream.
+
+Under torchrun (see `variational.vae.distributed`) the same loop runs on every rank: each trains on
+its own rows of every global batch through DistributedDataParallel, the evaluation is sharded, and
+rank 0 alone writes checkpoints, metrics and pictures.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ import torch
 from tqdm.auto import tqdm
 
 from variational import data as datasets
-from variational.vae import persist
+from variational.vae import distributed, persist
 from variational.vae.config import VAEConfig
-from variational.vae.evaluate import elbo_per_image
+from variational.vae.evaluate import mean_elbo
 from variational.vae.model import VAE
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -105,11 +109,15 @@ def train(config: VAEConfig, out: str | Path, resume: bool = False, progress: bo
 
     `resume=True` continues from `out/checkpoint.safetensors` (the config is read from it; only
     `epochs` and `device` are taken from `config`; see `resume`). `on_step(epoch, step, loss)` is called after every optimiser step.
+    In a process group of several ranks (`distributed.setup`) training is data-parallel; the batch
+    size stays the global one, and rank 0 alone writes into `out` and logs.
 
     >>> run = train(VAEConfig(epochs=1), "runs/doc", progress=False)  # doctest: +SKIP
     """
     out = Path(out)
-    log = log or (lambda msg: tqdm.write(msg))
+    group = distributed.current()
+    main = group is None or group.is_main
+    log = (log or (lambda msg: tqdm.write(msg))) if main else (lambda msg: None)
     config = _resolve_config(config, out, resume)
     torch.manual_seed(config.seed)  # weight initialisation; all later randomness uses `g`
     data = prepare_data(config)
@@ -119,27 +127,30 @@ def train(config: VAEConfig, out: str | Path, resume: bool = False, progress: bo
     loop = _LoopState(epoch=0, step=0, perm=None, loss_sum=0.0, seen=0)
     metrics: list[dict] = []
     if resume:
-        loop, metrics = _restore(out, model, opt, g, config)
+        loop, metrics = _restore(out, model, opt, g, config, write=main)
         log(f"resuming {out} at epoch {loop.epoch + 1}, step {loop.step}")
-    else:
+    elif main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         (out / METRICS).write_text("")
-    log(f"data: {data.description}; model: {_describe(model)}")
+    ddp = None if group is None else distributed.wrap(model, group)
+    log(f"data: {data.description}; model: {_describe(model)}" + _describe_group(group, config))
     with _StopOnSignal() as stop:
         for epoch in range(loop.epoch, config.epochs):
-            loop = _run_epoch(model, opt, g, data, config, epoch, loop, out, stop, progress, on_step)
-            row = _epoch_metrics(model, data, config, epoch, loop)
+            loop = _run_epoch(model, opt, g, data, config, epoch, loop, out, stop, progress and main, on_step, ddp)
+            row = _epoch_metrics(model, data, config, epoch, loop, group)
             metrics.append(row)
-            with open(out / METRICS, "a") as f:
-                f.write(json.dumps(row) + "\n")
             loop = _LoopState(epoch=epoch + 1, step=0, perm=None, loss_sum=0.0, seen=0, started=loop.started)
-            _checkpoint(out, model, opt, g, loop)
-            persist.save_model(out / WEIGHTS, model)
+            if main:
+                with open(out / METRICS, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                _checkpoint(out, model, opt, g, loop)
+                persist.save_model(out / WEIGHTS, model)
             log(_format_row(row, config.epochs))
-    from variational.vae import pictures  # matplotlib only once training is done
+    if main:
+        from variational.vae import pictures  # matplotlib only once training is done
 
-    pictures.save_all(model, data.x_test, data.y_test, metrics, out)
+        pictures.save_all(model, data.x_test, data.y_test, metrics, out)
     return Run(out, model, config, metrics, data)
 
 
@@ -155,9 +166,11 @@ class _LoopState:
 
 def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data: TrainData, config: VAEConfig,
                epoch: int, loop: _LoopState, out: Path, stop: _StopOnSignal, progress: bool,
-               on_step: Callable[[int, int, float], None] | None) -> _LoopState:
+               on_step: Callable[[int, int, float], None] | None,
+               ddp: torch.nn.parallel.DistributedDataParallel | None = None) -> _LoopState:
     x_all = data.x_train
     n, bs = len(x_all), config.batch_size
+    group = None if ddp is None else distributed.current()
     if loop.perm is None:
         loop.perm = torch.randperm(n, generator=g, device=x_all.device)
         loop.started = time.perf_counter()
@@ -170,14 +183,19 @@ def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data:
         x = x_all[loop.perm[step * bs:(step + 1) * bs]]
         if config.binarize == "dynamic":
             x = datasets.binarize_dynamic(x, g)
-        if config.iw_k > 1:
-            objective = model.iw_elbo(x, config.iw_k, generator=g)
+        if ddp is not None:
+            # Every rank drew the whole global batch above; it trains on its own rows of it, and
+            # all ranks agree on the loss and on whether a signal asks them to stop.
+            value, stopping = distributed.train_step(ddp, opt, x, g, beta, group, stop.signum is not None)
         else:
-            objective = model.elbo(x, beta=beta, generator=g)
-        loss = -objective.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        value = loss.item()
+            if config.iw_k > 1:
+                objective = model.iw_elbo(x, config.iw_k, generator=g)
+            else:
+                objective = model.elbo(x, beta=beta, generator=g)
+            loss = -objective.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            value = loss.item()
         if not math.isfinite(value):
             bar.close()
             raise TrainingDiverged(
@@ -189,25 +207,32 @@ def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data:
         bar.set_postfix(loss=f"{loop.loss_sum / loop.seen:.2f}", refresh=False)
         if on_step is not None:
             on_step(epoch, step, value)
-        if stop.signum is not None:
+        if ddp is None:  # read here, after on_step: a signal may arrive at any moment
+            stopping = stop.signum is not None
+        if stopping:
             bar.close()
-            _checkpoint(out, model, opt, g, loop)
+            if group is None or group.is_main:
+                _checkpoint(out, model, opt, g, loop)
+            if group is not None:  # no rank exits (and so ends the job) before the file is whole
+                distributed.barrier(group, "the barrier after the interrupt checkpoint")
+            name = signal.Signals(stop.signum).name if stop.signum is not None else "on another rank"
             raise TrainingInterrupted(
-                f"stopped by signal {signal.Signals(stop.signum).name} at epoch {epoch + 1}, step {step + 1}; "
+                f"stopped by signal {name} at epoch {epoch + 1}, step {step + 1}; "
                 f"checkpoint saved. Continue with: variational vae train --resume --out {out}")
     bar.close()
     return loop
 
 
-def _epoch_metrics(model: VAE, data: TrainData, config: VAEConfig, epoch: int, loop: _LoopState) -> dict:
+def _epoch_metrics(model: VAE, data: TrainData, config: VAEConfig, epoch: int, loop: _LoopState,
+                   group: distributed.Group | None = None) -> dict:
     model.eval()
     # A separate generator per epoch: evaluation never disturbs the training stream.
     ge = torch.Generator(device=data.x_test.device).manual_seed(config.seed + 10_000 + epoch)
     row = {"epoch": epoch + 1, "train_loss": loop.loss_sum / max(loop.seen, 1),
-           "test_elbo": elbo_per_image(model, data.x_test, samples=config.eval_samples, generator=ge).mean().item(),
+           "test_elbo": mean_elbo(model, data.x_test, samples=config.eval_samples, generator=ge, group=group),
            "beta": config.beta_at(epoch), "seconds": time.perf_counter() - loop.started}
     if data.x_val is not None:
-        row["val_elbo"] = elbo_per_image(model, data.x_val, samples=config.eval_samples, generator=ge).mean().item()
+        row["val_elbo"] = mean_elbo(model, data.x_val, samples=config.eval_samples, generator=ge, group=group)
     model.train()
     return row
 
@@ -221,7 +246,7 @@ def _checkpoint(out: Path, model: VAE, opt: torch.optim.Optimizer, g: torch.Gene
 
 
 def _restore(out: Path, model: VAE, opt: torch.optim.Optimizer, g: torch.Generator,
-             config: VAEConfig) -> tuple[_LoopState, list[dict]]:
+             config: VAEConfig, write: bool = True) -> tuple[_LoopState, list[dict]]:
     state, extra = persist.load_checkpoint(out / CHECKPOINT, model, opt, device=config.device)
     g.set_state(extra["rng.train"].cpu())
     loop = _LoopState(epoch=state["epoch"], step=state["step"], perm=extra.get("loop.perm"),
@@ -230,7 +255,8 @@ def _restore(out: Path, model: VAE, opt: torch.optim.Optimizer, g: torch.Generat
     # checkpoint would otherwise leave a line for an epoch that is about to be redone.
     lines = [ln for ln in (out / METRICS).read_text().splitlines() if ln.strip()] if (out / METRICS).exists() else []
     metrics = [json.loads(ln) for ln in lines[: loop.epoch]]
-    (out / METRICS).write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    if write:  # rank 0 only under torchrun
+        (out / METRICS).write_text("".join(json.dumps(m) + "\n" for m in metrics))
     return loop, metrics
 
 
@@ -258,6 +284,15 @@ def _describe(model: VAE) -> str:
     n = sum(p.numel() for p in model.parameters())
     c = model.config
     return f"{c.arch} {list(c.hidden)} latent {c.latent_dim}, {c.likelihood} decoder, {n:,} parameters"
+
+
+def _describe_group(group: distributed.Group | None, config: VAEConfig) -> str:
+    if group is None:
+        return ""
+    low, high = config.batch_size // group.world_size, -(-config.batch_size // group.world_size)
+    per_rank = f"{low}" if low == high else f"{low}-{high}"
+    return (f"; {group.world_size} ranks ({torch.distributed.get_backend()}), global batch "
+            f"{config.batch_size} = {per_rank} per rank")
 
 
 def _format_row(row: dict, epochs: int) -> str:
