@@ -163,7 +163,7 @@ def _train_in(args: argparse.Namespace, config, out: Path | None, group) -> int:
         if args.resume:
             run = resume(out, epochs=args.epochs, device=args.device, progress=progress)
         else:
-            run = train(config, out or Path("runs") / Path(config.dataset).stem, progress=progress)
+            run = train(config, out, progress=progress)
     except TrainingInterrupted as e:
         if main:
             print(f"variational: {e}", file=sys.stderr)

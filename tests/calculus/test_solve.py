@@ -1,0 +1,176 @@
+"""Numeric layer: classic problems against their exact solutions, by solve_bvp and the direct method.
+
+Tolerances: solve_bvp runs at a relative residual of 1e-6 with cubic collocation, so curves and J
+agree with the closed forms to about 1e-7 or better; the direct method uses piecewise-linear
+curves on 201 nodes (h ~ 0.01), whose O(h^2) discretisation error is about 1e-5.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import sympy as sp
+from scipy.optimize import brentq
+
+from variational.calculus import (
+    PROBLEMS, BVPConfig, DirectConfig, Functional, NoExtremalError, NotAMinimumError, Problem, SolveError,
+    get_problem, graded_mesh, solve, solve_functional)
+
+x = sp.Symbol("x")
+y, z = sp.Function("y")(x), sp.Function("z")(x)
+
+
+@pytest.fixture(scope="module")
+def brachistochrone_bvp():
+    return solve(get_problem("brachistochrone"), "bvp")
+
+
+def test_brachistochrone_reference_numbers(brachistochrone_bvp):
+    p = get_problem("brachistochrone")
+    # The issue's reference: cycloid r = 1, time pi/sqrt(9.81) = 1.003033 s, straight line 1.189 s.
+    assert p.exact_J == pytest.approx(math.pi / math.sqrt(9.81), rel=1e-12)
+    assert round(p.exact_J, 6) == 1.003033 and round(p.naive_J, 3) == 1.189
+    e = brachistochrone_bvp
+    assert e.J == pytest.approx(1.0030333, abs=1e-6)
+    assert e.J_error < 1e-8 and e.max_error < 1e-7  # solve_bvp at tol 1e-6 on the regular w = (-y)^(3/2)
+    assert e.status == "minimum" and e.second_variation.conjugate_point is None
+
+
+def test_brachistochrone_direct_method_on_graded_mesh():
+    e = solve(get_problem("brachistochrone"), "direct", direct=DirectConfig(nodes=101))
+    assert e.J >= e.exact_J - 1e-9  # an admissible curve cannot beat the cycloid (accurate quadrature)
+    assert e.J_error < 2e-5 and e.max_error < 1e-4  # O(h^2) for 101 graded nodes (201: 2.8e-6, 1.6e-5)
+    assert e.status == "minimum" and e.method == "direct"
+
+
+@pytest.mark.parametrize("name", sorted(set(PROBLEMS) - {"brachistochrone"}))
+def test_every_problem_by_bvp_matches_its_exact_solution(name):
+    p = get_problem(name)
+    e = solve(p, "bvp")
+    scale = 1 + abs(p.exact_J)
+    assert abs(e.J - p.exact_J) < 1e-7 * scale
+    assert e.max_error < 1e-6
+    if p.naive_J is not None:  # the extremal beats the comparison path in the right direction
+        assert (e.J < p.naive_J) if p.sense == "min" else (e.J > p.naive_J)
+
+
+@pytest.mark.parametrize("name, status", [("shortest_path", "minimum"), ("catenary", "minimum"),
+                                          ("sphere_geodesic", "minimum"), ("dido", "maximum")])
+def test_direct_method_matches_exact_solution(name, status):
+    p = get_problem(name)
+    e = solve(p, "direct")
+    assert abs(e.J - p.exact_J) < 5e-5 * (1 + abs(p.exact_J))
+    assert e.max_error < 5e-5
+    assert e.status == status
+
+
+def test_multipliers_match_closed_forms():
+    cat = solve(get_problem("catenary"), "bvp")
+    # Catenary: y + lambda = c cosh(x / c), so lambda = c cosh(a / c), with 2 c sinh(a / c) = length = 3.
+    c = brentq(lambda c: 2 * c * math.sinh(1 / c) - 3, 0.1, 10)
+    assert cat.multipliers["lambda"] == pytest.approx(c * math.cosh(1 / c), rel=1e-7)
+    dido = solve(get_problem("dido"), "bvp")
+    th = brentq(lambda t: math.sin(t) / t - 2 / 2.5, 1e-6, math.pi / 2)  # Dido: arc of radius R = a / sin(th)
+    assert dido.multipliers["lambda"] == pytest.approx(-1 / math.sin(th), rel=1e-7)  # lambda = -R
+
+
+def test_harmonic_oscillator_beyond_half_period_is_a_saddle():
+    e = solve(get_problem("harmonic_oscillator", T=4.0), "bvp")
+    assert e.J == pytest.approx(e.exact_J, abs=1e-7)
+    assert e.status == "saddle"
+    assert e.second_variation.conjugate_point == pytest.approx(math.pi, abs=1e-5)  # Jacobi field sin t
+    with pytest.raises(NotAMinimumError, match=r"conjugate point at t=3.1416"):
+        solve(get_problem("harmonic_oscillator", T=4.0), "direct")
+
+
+def test_harmonic_oscillator_short_time_is_a_minimum_by_both_methods():
+    p = get_problem("harmonic_oscillator", T=2.0)
+    for method, tol in (("bvp", 1e-8), ("direct", 2e-5)):
+        e = solve(p, method)
+        assert e.status == "minimum" and abs(e.J - p.exact_J) < tol
+
+
+def test_catenoid_goldschmidt_case_is_reported():
+    for method in ("bvp", "direct"):
+        with pytest.raises(NoExtremalError, match="Goldschmidt"):
+            solve(get_problem("catenoid", h=0.7), method)
+    p = get_problem("catenoid", h=0.6)  # a catenoid exists but has more area than two discs
+    assert any("only a local minimum" in n for n in p.notes)
+    assert p.exact_J > 2 * math.pi
+
+
+def test_natural_boundary_condition_and_several_functions():
+    # min integral y'^2/2 + y on [0, 1], y(0) = 0, y(1) free: y = x^2/2 - x (y'(1) = 0), J = -1/6.
+    f = Functional(y.diff(x) ** 2 / 2 + y, y, x)
+    for method, tol in (("bvp", 1e-9), ("direct", 1e-5)):  # direct: O(h^2) with h = 0.01
+        e = solve_functional(f, (0.0, 1.0), [0.0], [None], method=method, direct=DirectConfig(nodes=101))
+        assert e.J == pytest.approx(-1 / 6, abs=tol)
+        assert np.max(np.abs(e.y[0] - (e.x ** 2 / 2 - e.x))) < 10 * tol
+    # A straight line in space from (0, 0, 0) to (1, 1, 2): length sqrt(6).
+    line = Functional(sp.sqrt(1 + y.diff(x) ** 2 + z.diff(x) ** 2), [y, z], x)
+    guess = lambda t: np.array([t ** 2, 2 * t ** 3])  # noqa: E731
+    for method in ("bvp", "direct"):
+        e = solve_functional(line, (0.0, 1.0), [0.0, 0.0], [1.0, 2.0], guess=guess, method=method,
+                             direct=DirectConfig(nodes=51))
+        assert e.J == pytest.approx(math.sqrt(6), abs=1e-9)
+        assert np.max(np.abs(e.y - np.array([e.x, 2 * e.x]))) < 1e-6
+        assert e.status == "minimum"
+
+
+def test_a_failed_solve_is_an_error_not_a_curve():
+    with pytest.raises(SolveError, match="solve_bvp failed: status 1"):
+        solve(get_problem("brachistochrone"), "bvp", bvp=BVPConfig(nodes=5, max_nodes=6, tol=1e-10))
+    with pytest.raises(ValueError, match="first-order"):
+        solve(get_problem("elastic_beam"), "direct")
+    with pytest.raises(ValueError, match="no value"):
+        solve_functional(Functional(sp.Symbol("k") * y.diff(x) ** 2, y, x), (0, 1), [0.0], [1.0])
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: BVPConfig(tol=0), "tol"), (lambda: DirectConfig(nodes=2), "nodes"),
+    (lambda: get_problem("dido", length=4.0), "length"), (lambda: get_problem("catenary", length=1.0), "span"),
+    (lambda: get_problem("brachistochrone", y1=1.0), "y1"), (lambda: get_problem("nope"), "unknown problem"),
+    (lambda: get_problem("catenoid", radius=1.0), "no parameter"), (lambda: solve(get_problem("dido"), "newton"),
+                                                                    "method"),
+    (lambda: Problem("p", Functional(y.diff(x) ** 2, y, x), (1.0, 0.0), ((0.0,),), ((1.0,),), np.zeros_like),
+     "interval"),
+    (lambda: Problem("p", Functional(y.diff(x) ** 2, y, x), (0.0, 1.0), ((0.0, 1.0),), ((1.0,),), np.zeros_like),
+     "order 1"),
+])
+def test_bad_input_raises_value_error_naming_the_field(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_extremal_record_is_json_ready(brachistochrone_bvp):
+    d = json.loads(json.dumps(brachistochrone_bvp.to_dict()))
+    assert d["status"] == "minimum" and len(d["x"]) == len(d["y"][0]) == 201
+    assert d["second_variation"]["verdict"] == "minimum"
+
+
+def test_graded_mesh_clusters_at_the_singular_end():
+    m = graded_mesh(0.0, 1.0, 5, (3.0, 1.0))
+    assert np.allclose(m, np.linspace(0, 1, 5) ** 3)
+    both = graded_mesh(-1.0, 1.0, 5, (2.0, 2.0))
+    assert np.allclose(both, -both[::-1]) and both[1] - both[0] < both[2] - both[1]
+
+
+def test_isoperimetric_jacobi_test_separates_minimum_from_saddles():
+    # min integral y'^2 s.t. integral y^2 = 1 on [0, pi], y(0) = y(pi) = 0: extremals sqrt(2/pi) sin(k x) with
+    # J = k^2. k = 1 is the minimum; k = 2 is a saddle whose conjugate point is the root near 2.3 of
+    # D(c) = -c^2 cos(2c)/4 + c sin(2c)/16 - cos(2c)^3/32 + cos(2c)/32 (u = sin 2x / 2, v = x cos 2x - sin 2x / 2).
+    f = Functional(y.diff(x) ** 2, y, x).with_constraint(y ** 2, 1, "lam")
+    amp = math.sqrt(2 / math.pi)
+    verdicts = {}
+    for k in (1, 2):
+        guess = lambda t, k=k: np.array([amp * np.sin(k * t) + 0.05 * np.sin((k + 1) * t)])  # noqa: E731
+        e = solve_functional(f, (0.0, math.pi), [0.0], [0.0], guess=guess, multiplier_guess=(0.3 - k * k,))
+        assert e.J == pytest.approx(k * k, abs=1e-6) and e.multipliers["lam"] == pytest.approx(-k * k, abs=1e-6)
+        verdicts[k] = e.second_variation
+    assert verdicts[1].verdict == "minimum"
+    def D(c):
+        return -c * c * math.cos(2 * c) / 4 + c * math.sin(2 * c) / 16 - math.cos(2 * c) ** 3 / 32 + math.cos(2 * c) / 32
+
+    assert verdicts[2].verdict == "saddle"
+    assert verdicts[2].conjugate_point == pytest.approx(brentq(D, 2.0, 2.6), abs=1e-5)  # ODE tolerance 1e-10
