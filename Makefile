@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: demo test bench clean venv
+.PHONY: demo test clean venv
 
 venv: $(STAMP)
 

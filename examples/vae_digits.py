@@ -1,13 +1,17 @@
 """Train the texts' reference VAE on the embedded digits, then sample and score it from Python.
 
-    python examples/vae_digits.py
+    python examples/vae_digits.py          # writes runs/example-digits (replaced on each run)
 """
+
+import shutil
 
 import torch
 
 from variational import vae
 
-run = vae.train(vae.VAEConfig(preset="seed", dataset="digits", epochs=20), out="runs/example-digits")
+out = "runs/example-digits"
+shutil.rmtree(out, ignore_errors=True)  # an example: start afresh each time
+run = vae.train(vae.VAEConfig(preset="seed", dataset="digits", epochs=20), out=out)
 model = vae.load(run.dir)
 
 x = run.data.x_test[:100]

@@ -45,3 +45,13 @@ def test_missing_and_malformed_files_name_the_file(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="bad.json: not valid JSON"):
         load_json(tmp_path / "bad.json")
+
+
+def test_damaged_tensor_bytes_are_detected(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_tensors(path, {"w": torch.arange(100.0)})
+    raw = bytearray(path.read_bytes())
+    raw[-8:] = b"\x00" * 8  # the last two float32 values, inside the data section
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="w.safetensors: the tensor data does not match its checksum"):
+        load_tensors(path)

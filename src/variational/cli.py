@@ -12,7 +12,7 @@ import sys
 
 from variational import __version__
 
-# (module, one-line help) for each front end; each module defines register(subparsers).
+# The front ends' command modules; each defines register(subparsers).
 FRONT_ENDS = (
     "variational.vae.cli",
     "variational.vi.cli",
@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (UserError, ValueError, FileNotFoundError) as e:
-        # Errors raised for bad input carry a message naming the cause; show it without a traceback.
+    except (UserError, ValueError, OSError) as e:
+        # Errors raised for bad input (and unusable paths) name the cause: one line, no traceback.
         print(f"variational: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

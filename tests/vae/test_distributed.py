@@ -18,7 +18,7 @@ import torch
 from variational import data
 from variational.vae import VAE, VAEConfig, distributed, evaluate, load, pictures, resume, train
 from variational.vae.distributed import Group, ShareNoise, share
-from variational.vae.evaluate import elbo_per_image, log_px_per_image
+from variational.vae.evaluation import elbo_per_image, log_px_per_image
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 # Small and quick, with the paths that draw randomness per batch: dynamic binarisation and IWAE

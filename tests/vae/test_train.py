@@ -1,6 +1,7 @@
 """Training on the embedded digits: it learns, resumes exactly, stops cleanly, keeps good checkpoints."""
 
 import json
+import math
 import os
 import signal
 
@@ -9,7 +10,7 @@ import torch
 
 from variational import vae
 from variational.checkpoint import load_tensors
-from variational.vae.train import prepare_data
+from variational.vae.trainer import prepare_data
 
 SMALL = dict(hidden=[64], latent_dim=4, epochs=3, batch_size=128, seed=0)
 
@@ -103,3 +104,38 @@ def test_static_binarisation_gives_fixed_binary_training_data():
     a, b = prepare_data(cfg), prepare_data(cfg)
     assert set(a.x_train.unique().tolist()) == {0.0, 1.0}
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.x_test, b.x_test)
+
+
+def test_latent_size_one_trains_and_draws_its_manifold(tmp_path):
+    run = vae.train(vae.VAEConfig(**{**SMALL, "latent_dim": 1, "epochs": 1}), tmp_path / "run", progress=False,
+                    log=lambda m: None)
+    assert (run.dir / "latent.png").is_file() and (run.dir / "interpolation.png").is_file()
+
+
+def test_resume_on_another_kind_of_device_is_refused(tmp_path):
+    vae.train(vae.VAEConfig(**{**SMALL, "epochs": 1}), tmp_path / "run", progress=False, log=lambda m: None)
+    with pytest.raises(ValueError, match="trained on 'cpu'.*resume it with --device cpu"):
+        vae.resume(tmp_path / "run", epochs=2, device="meta", progress=False, log=lambda m: None)
+
+
+def test_resume_of_a_finished_run_trains_nothing(tmp_path):
+    first = vae.train(vae.VAEConfig(**{**SMALL, "epochs": 1}), tmp_path / "run", progress=False, log=lambda m: None)
+    messages = []
+    again = vae.resume(tmp_path / "run", progress=False, log=messages.append)
+    assert "completed 1 epochs already" in messages[0]
+    for k, v in first.model.state_dict().items():
+        assert torch.equal(v, again.model.state_dict()[k]), k
+
+
+def test_bits_per_dim_only_where_the_likelihood_is_normalised():
+    cfg = vae.VAEConfig(**{**SMALL, "epochs": 1})
+    model = vae.VAE(cfg, (28, 28))
+    grey = prepare_data(cfg).x_test[:50]
+    result = vae.evaluate(model, grey)
+    assert result.elbo_bpd is None and "not a normalised likelihood" in result.note
+    binary = (grey > 0.5).float()
+    result = vae.evaluate(model, binary)
+    assert result.note is None and result.elbo_bpd == pytest.approx(-result.elbo / (784 * math.log(2)))
+    gauss = vae.VAE(vae.VAEConfig(**{**SMALL, "likelihood": "gaussian"}), (28, 28))
+    result = vae.evaluate(gauss, grey)
+    assert result.elbo_bpd == pytest.approx(-result.elbo / (784 * math.log(2)) + 8.0)

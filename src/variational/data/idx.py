@@ -16,6 +16,7 @@ Every defect raises `IdxError` (a ValueError) whose message starts with the file
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -88,7 +89,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     buf = _raw_bytes(path)
     dtype, shape, header = _parse_header(path, buf)
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow on absurd headers
     found = len(buf) - header
     dims = "x".join(map(str, shape))
     if found < expected:

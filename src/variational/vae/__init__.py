@@ -4,35 +4,40 @@
 >>> run = vae.train(vae.VAEConfig(preset="seed", epochs=5), out="runs/digits")   # doctest: +SKIP
 >>> model = vae.load("runs/digits")                                               # doctest: +SKIP
 >>> model.log_likelihood(run.data.x_test[:10], k=1000)                           # doctest: +SKIP
+
+Names are imported on first use (PEP 562), so `variational --help` does not load torch.
 """
 
+from __future__ import annotations
+
+import importlib
 from pathlib import Path
 
-import torch
+_HOME = {
+    "PRESETS": "config", "VAEConfig": "config",
+    "Evaluation": "evaluation", "evaluate": "evaluation",
+    "VAE": "model",
+    "Run": "trainer", "TrainingDiverged": "trainer", "TrainingInterrupted": "trainer", "resume": "trainer",
+    "train": "trainer",
+}
 
-from variational.vae.config import PRESETS, VAEConfig
-from variational.vae.evaluate import Evaluation, evaluate
-from variational.vae.model import VAE
-from variational.vae.persist import load_model
-from variational.vae.train import Run, TrainingDiverged, TrainingInterrupted, WEIGHTS, resume, train
+__all__ = sorted([*_HOME, "load"])
 
 
-def load(run_dir: str | Path, device: str | torch.device = "cpu") -> VAE:
-    """The trained model of a run directory (or a `model.safetensors` file itself)."""
+def load(run_dir: str | Path, device: str = "cpu"):
+    """The trained model of a run directory (or of a `model.safetensors` file itself)."""
+    from variational.vae.persist import load_model
+    from variational.vae.trainer import WEIGHTS
+
     path = Path(run_dir)
     return load_model(path / WEIGHTS if path.is_dir() else path, device)
 
 
-__all__ = [
-    "PRESETS",
-    "Evaluation",
-    "Run",
-    "TrainingDiverged",
-    "TrainingInterrupted",
-    "VAE",
-    "VAEConfig",
-    "evaluate",
-    "load",
-    "resume",
-    "train",
-]
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module 'variational.vae' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"variational.vae.{_HOME[name]}"), name)
+
+
+def __dir__():
+    return __all__

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from variational.vae.config import ARCHS, BINARIZE, LIKELIHOODS
+
 TRAIN_EXAMPLES = """examples:
   variational vae train                                   # reference model on the embedded digits
   variational vae train --dataset fashion-mnist --epochs 20 --out runs/fmnist
@@ -45,24 +47,24 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", help="digits (default, embedded), digits8, mnist, fashion-mnist, kmnist, or a .npz/.npy path")
     p.add_argument("--data-dir", help="where to look for IDX datasets (then $VARIATIONAL_DATA, /usr/share/datasets)")
     p.add_argument("--preset", help="seed (the texts' 784-400-20 MLP) or conv")
-    p.add_argument("--arch", choices=["mlp", "conv"])
+    p.add_argument("--arch", choices=ARCHS)
     p.add_argument("--hidden", metavar="SIZES", help="comma-separated hidden sizes (mlp) or two channel counts (conv)")
     p.add_argument("--latent-dim", type=int)
-    p.add_argument("--likelihood", choices=["bernoulli", "gaussian", "gaussian-learned"])
+    p.add_argument("--likelihood", choices=LIKELIHOODS)
     p.add_argument("--sigma", type=float, help="decoder sd of the fixed-variance gaussian likelihood")
-    p.add_argument("--binarize", choices=["none", "static", "dynamic"])
+    p.add_argument("--binarize", choices=BINARIZE)
     p.add_argument("--val-fraction", type=float, help="hold out this share of the training set for validation")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--beta", type=float, help="KL weight (beta-VAE); 1 is the ELBO")
-    p.add_argument("--kl-warmup-epochs", type=int, help="raise beta linearly from 0 over these epochs")
+    p.add_argument("--kl-warmup-epochs", type=int, help="KL warm-up: beta * epoch / N over the first N epochs")
     p.add_argument("--iw-k", type=int, help="K > 1 trains on the importance-weighted bound (IWAE)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<dataset>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--eval-iw", type=int, default=0, metavar="K",
+    p.add_argument("--eval-iw", type=_count(0), default=0, metavar="K",
                    help="after training, also estimate log p(x) with K importance samples")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_dist_timeout(p)
@@ -70,7 +72,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_dist_timeout(p: argparse.ArgumentParser) -> None:
-    from variational.vae.distributed import DEFAULT_TIMEOUT_S
+    from variational.vae.config import DIST_TIMEOUT_S as DEFAULT_TIMEOUT_S
 
     p.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                    help="under torchrun: how long a rank waits for the others before the job stops "
@@ -83,9 +85,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                        epilog="examples:\n  variational vae eval runs/digits\n"
                               "  variational vae eval runs/fmnist --iw-samples 5000 --json")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--iw-samples", type=int, default=5000, metavar="K", help="importance samples per image (0: ELBO only)")
-    p.add_argument("--limit", type=int, metavar="N", help="evaluate the first N test images only")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--iw-samples", type=_count(0), default=5000, metavar="K",
+                   help="importance samples per image (0: ELBO only)")
+    p.add_argument("--limit", type=_count(1), metavar="N", help="evaluate the first N test images only")
+    p.add_argument("--seed", type=int, default=None, help="noise seed (default: the run's seed)")
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_dist_timeout(p)
@@ -97,7 +100,7 @@ def _add_sample(sub: argparse._SubParsersAction) -> None:
                        epilog="example:\n  variational vae sample runs/digits -n 100 --out samples.png",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("-n", type=int, default=64, help="number of samples")
+    p.add_argument("-n", type=_count(1), default=64, help="number of samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="PNG path (default RUN_DIR/samples.png)")
     p.add_argument("--npy", default=None, help="also save the images as a .npy array")
@@ -109,7 +112,7 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
                        epilog="example:\n  variational vae reconstruct runs/digits -n 32",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("-n", type=int, default=16)
+    p.add_argument("-n", type=_count(1), default=16, help="number of test images")
     p.add_argument("--out", default=None, help="PNG path (default RUN_DIR/reconstructions.png)")
     p.set_defaults(handler=_reconstruct)
 
@@ -132,8 +135,16 @@ def config_from_args(args: argparse.Namespace):
     for name in OVERRIDES:
         value = getattr(args, name, None)
         if value is not None:
-            values[name] = [int(h) for h in value.split(",")] if name == "hidden" else value
+            values[name] = _sizes(value) if name == "hidden" else value
     return VAEConfig.from_dict(values)
+
+
+def _sizes(text: str) -> list[int]:
+    """'512,256' -> [512, 256]; '' -> [] (linear encoder and decoder)."""
+    try:
+        return [int(h) for h in text.split(",") if h.strip()]
+    except ValueError:
+        raise ValueError(f"--hidden takes comma-separated integers such as 512,256; got {text!r}") from None
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -142,6 +153,12 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if args.resume and out is None:
         raise ValueError("--resume needs --out RUN_DIR, the run to continue")
+    if args.resume:
+        given = [f"--{n.replace('_', '-')}" for n in OVERRIDES
+                 if n not in ("epochs", "device") and getattr(args, n, None) is not None]
+        if given or args.config:
+            raise ValueError("--resume continues a run as it was configured; only --epochs and --device may "
+                             f"change (got {', '.join(given + (['--config'] if args.config else []))})")
     config = None if args.resume else config_from_args(args)
     device = args.device or (_saved_device(out) if args.resume else config.device)
     with distributed.session(device, args.dist_timeout) as group:
@@ -155,7 +172,7 @@ def _train(args: argparse.Namespace) -> int:
 def _train_in(args: argparse.Namespace, config, out: Path | None, group) -> int:
     """Train and evaluate; under torchrun every rank runs this and rank 0 alone prints and writes."""
     from variational.vae import evaluate, resume, train
-    from variational.vae.train import TrainingDiverged, TrainingInterrupted
+    from variational.vae.trainer import TrainingDiverged, TrainingInterrupted
 
     main = group is None or group.is_main
     progress = not args.no_progress and main
@@ -183,25 +200,23 @@ def _train_in(args: argparse.Namespace, config, out: Path | None, group) -> int:
 def _saved_device(out: Path) -> str:
     """The device a run was trained on, read from its checkpoint (cpu when there is none yet)."""
     from variational.vae import persist
-    from variational.vae.train import CHECKPOINT
+    from variational.vae.trainer import CHECKPOINT
 
     path = out / CHECKPOINT
-    return persist.read_checkpoint_config(path)[0].device if path.is_file() else "cpu"
+    return persist.stored_device(path) if path.is_file() else "cpu"
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from variational.vae import distributed, evaluate, load
-    from variational.vae.train import prepare_data
+    from variational.vae import distributed, evaluate
 
     device = args.device or "cpu"
     with distributed.session(device, args.dist_timeout) as group:
         main = group is None or group.is_main
-        model = load(args.run_dir, device=device)
-        model.config.device = device
-        x = prepare_data(model.config).x_test
-        x = x[: args.limit] if args.limit else x
+        model, data = _model_and_test(args.run_dir, device)
+        x = data.x_test[: args.limit] if args.limit else data.x_test
+        seed = model.config.seed if args.seed is None else args.seed
         try:  # under torchrun the images are sharded over the ranks; rank 0 prints
-            result = evaluate(model, x, iw_samples=args.iw_samples, seed=args.seed, progress=main and not args.json)
+            result = evaluate(model, x, iw_samples=args.iw_samples, seed=seed, progress=main and not args.json)
         except distributed.RankFailure as e:
             print(f"variational: error: {e}", file=sys.stderr)
             return 1
@@ -232,24 +247,19 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
-    from variational.vae import load
     from variational.vae.pictures import save_reconstructions
-    from variational.vae.train import prepare_data
 
-    model = load(args.run_dir)
-    x = prepare_data(model.config).x_test
-    path = save_reconstructions(model, x, Path(args.out or Path(args.run_dir) / "reconstructions.png"), n=args.n)
+    model, data = _model_and_test(args.run_dir)
+    path = save_reconstructions(model, data.x_test, Path(args.out or Path(args.run_dir) / "reconstructions.png"),
+                                n=args.n)
     print(f"wrote {path}")
     return 0
 
 
 def _latent(args: argparse.Namespace) -> int:
-    from variational.vae import load
     from variational.vae.pictures import save_interpolation, save_latent
-    from variational.vae.train import prepare_data
 
-    model = load(args.run_dir)
-    data = prepare_data(model.config)
+    model, data = _model_and_test(args.run_dir)
     path = save_latent(model, data.x_test[:2000], None if data.y_test is None else data.y_test[:2000],
                        Path(args.out or Path(args.run_dir) / "latent.png"))
     print(f"wrote {path}")
@@ -258,12 +268,38 @@ def _latent(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_and_test(run_dir: str, device: str = "cpu"):
+    """The run's model and its evaluation data (the test split, binarised as in training)."""
+    from variational.vae import load
+    from variational.vae.trainer import prepare_data
+
+    model = load(run_dir, device=device)
+    return model, prepare_data(model.config)
+
+
+def _count(low: int):
+    """argparse type: an integer >= low."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
 def _format_eval(result, dataset: str) -> str:
+    def bits(value: float | None) -> str:
+        return "" if value is None else f"  ({value:.4f} bits/dim)"
+
     lines = [f"{dataset} test set, {result.n_images} images:",
-             f"  ELBO      {result.elbo:10.3f} nats/image  ({result.elbo_bpd:.4f} bits/dim)"]
+             f"  ELBO      {result.elbo:10.3f} nats/image{bits(result.elbo_bpd)}"]
     if result.log_px is not None:
-        lines.append(f"  log p(x)  {result.log_px:10.3f} nats/image  ({result.log_px_bpd:.4f} bits/dim), "
+        lines.append(f"  log p(x)  {result.log_px:10.3f} nats/image{bits(result.log_px_bpd)}, "
                      f"K={result.iw_samples}, s.e. {result.log_px_stderr:.3f}")
+    if result.note:
+        lines.append(f"  note: {result.note}")
     return "\n".join(lines)
 
 

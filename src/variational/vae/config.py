@@ -15,7 +15,8 @@ from typing import Any
 
 ARCHS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned")
-BINARIZE = ("none", "static", "dynamic")
+BINARIZE = ("none", "static", "dynamic")  # the modes of variational.data.binarize
+DIST_TIMEOUT_S = 300.0  # seconds a collective waits under torchrun before the job stops
 
 # Presets fill the fields they name; explicit settings override them.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -31,7 +32,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class VAEConfig:
-    """Everything that defines a VAE run. Defaults are the `seed` preset on the digits set."""
+    """Everything that defines a VAE run. Defaults are the `seed` preset on the digits set.
+
+    `preset` fills the fields it names that are left at their defaults:
+
+    >>> VAEConfig(preset="conv", latent_dim=8).arch, VAEConfig(preset="conv", latent_dim=8).latent_dim
+    ('conv', 8)
+    """
 
     dataset: str = "digits"
     data_dir: str | None = None
@@ -44,7 +51,7 @@ class VAEConfig:
     sigma: float = 1.0  # decoder sd of the fixed-variance Gaussian (MSE) likelihood
     iw_k: int = 1  # 1: ELBO with analytic KL; K > 1: importance-weighted bound (IWAE)
     beta: float = 1.0
-    kl_warmup_epochs: int = 0  # beta rises linearly from 0 to `beta` over these epochs
+    kl_warmup_epochs: int = 0  # beta = beta * epoch / kl_warmup_epochs over the first epochs
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
@@ -54,17 +61,24 @@ class VAEConfig:
     preset: str | None = None
 
     def __post_init__(self) -> None:
-        self.hidden = [int(h) for h in self.hidden]
+        if self.preset is not None:
+            if self.preset not in PRESETS:
+                raise ValueError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
+            defaults = VAEConfig()
+            for name, value in PRESETS[self.preset].items():
+                if getattr(self, name) == getattr(defaults, name):
+                    setattr(self, name, value)
+        _check_types(self)
         _check_choice("arch", self.arch, ARCHS)
         _check_choice("likelihood", self.likelihood, LIKELIHOODS)
         _check_choice("binarize", self.binarize, BINARIZE)
         for name in ("latent_dim", "epochs", "batch_size", "iw_k", "eval_samples"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden must list positive layer sizes, got {self.hidden!r}")
         for name in ("lr", "sigma"):
-            if not float(getattr(self, name)) > 0:
+            if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if not self.beta >= 0:
             raise ValueError(f"beta must be >= 0, got {self.beta!r}")
@@ -76,9 +90,10 @@ class VAEConfig:
             raise ValueError("beta and kl_warmup_epochs apply to the ELBO objective (iw_k = 1), not to IWAE")
         if self.likelihood != "bernoulli" and self.binarize != "none":
             raise ValueError(f"binarize={self.binarize!r} makes 0/1 data: use likelihood='bernoulli'")
+        check_device(self.device)
 
     def beta_at(self, epoch: int) -> float:
-        """KL weight for a (0-based) epoch under the linear warm-up."""
+        """KL weight for a (0-based) epoch under the linear warm-up: beta * (epoch + 1) / W."""
         if self.kl_warmup_epochs == 0:
             return self.beta
         return self.beta * min(1.0, (epoch + 1) / self.kl_warmup_epochs)
@@ -94,17 +109,60 @@ class VAEConfig:
         if unknown:
             raise ValueError(f"unknown config field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         preset = values.get("preset")
-        merged: dict[str, Any] = {}
-        if preset is not None:
-            if preset not in PRESETS:
-                raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-            merged.update(PRESETS[preset])
-        merged.update(values)
-        return cls(**merged)
+        if preset is not None and preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        # Explicit values win over the preset even where they equal the defaults.
+        config = cls(**{**(PRESETS[preset] if preset else {}), **values, "preset": None})
+        config.preset = preset
+        return config
 
     @classmethod
     def from_file(cls, path: str | Path) -> "VAEConfig":
-        return cls.from_dict(read_config_file(path))
+        try:
+            return cls.from_dict(read_config_file(path))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+
+
+def check_device(device: str) -> None:
+    """A device string torch can use here, or a ValueError naming `device`."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device {device!r} is not a torch device ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: this torch build or machine has no CUDA GPU; use --device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r}: MPS is not available here; use --device cpu")
+
+
+_INT_FIELDS = ("latent_dim", "epochs", "batch_size", "iw_k", "seed", "eval_samples", "kl_warmup_epochs")
+_FLOAT_FIELDS = ("val_fraction", "sigma", "beta", "lr")
+_STR_FIELDS = ("dataset", "binarize", "arch", "likelihood", "device")
+
+
+def _check_types(config: VAEConfig) -> None:
+    """Config files give untyped values: check each field's type and name the field if it is off."""
+    for name in _INT_FIELDS:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+    for name in _FLOAT_FIELDS:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        setattr(config, name, float(value))
+    for name in _STR_FIELDS:
+        if not isinstance(getattr(config, name), str):
+            raise ValueError(f"{name} must be a string, got {getattr(config, name)!r}")
+    if config.data_dir is not None and not isinstance(config.data_dir, str):
+        raise ValueError(f"data_dir must be a string, got {config.data_dir!r}")
+    hidden = config.hidden
+    if not isinstance(hidden, (list, tuple)) or any(isinstance(h, bool) or not isinstance(h, int) for h in hidden):
+        raise ValueError(f"hidden must be a list of integers such as [512, 256], got {hidden!r}")
+    config.hidden = list(hidden)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -27,9 +27,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from variational.vae.config import DIST_TIMEOUT_S as DEFAULT_TIMEOUT_S  # the CLI reads it without torch
 from variational.vae.model import VAE
-
-DEFAULT_TIMEOUT_S = 300.0
 
 
 class RankFailure(RuntimeError):

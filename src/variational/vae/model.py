@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
-from variational.core import iw_bound, log_mean_exp, kl_standard_normal
+from variational.core import iw_bound, kl_standard_normal
 from variational.vae.config import VAEConfig
 from variational.vae.likelihoods import build_likelihood
 from variational.vae.nets import build_nets

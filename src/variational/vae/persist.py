@@ -24,22 +24,15 @@ FORMAT = "variational.vae/1"
 
 
 def save_model(path: Path, model: VAE) -> Path:
-    meta = {"format": FORMAT, "config": json.dumps(model.config.to_dict()),
-            "image_shape": json.dumps(list(model.image_shape))}
-    return save_tensors(path, model.state_dict(), metadata=meta)
+    return save_tensors(path, model.state_dict(), metadata=_model_meta(model))
 
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> VAE:
-    meta = _metadata(path)
-    try:
-        config = VAEConfig.from_dict(json.loads(meta["config"]))
-        image_shape = tuple(json.loads(meta["image_shape"]))
-    except (KeyError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: metadata lacks a valid {e} entry; not a variational VAE file") from None
-    config.device = str(device)
+    """Rebuild a VAE from `model.safetensors` (or the weights inside `checkpoint.safetensors`)."""
+    config, image_shape = read_config(path, device=str(device))
     model = VAE(config, image_shape).to(device)
-    weights = {k[len("model."):] if k.startswith("model.") else k: v
-               for k, v in load_tensors(path, device).items() if not k.startswith(("optim.", "rng."))}
+    weights = {k.removeprefix("model."): v for k, v in load_tensors(path, device).items()
+               if not k.startswith(("optim.", "rng.", "loop."))}
     _load_state(model, weights, path)
     return model
 
@@ -57,8 +50,7 @@ def save_checkpoint(path: Path, model: VAE, optimizer: torch.optim.Optimizer,
             else:
                 scalars[f"{idx}.{key}"] = value
     tensors.update(extra)
-    meta = {"format": FORMAT, "config": json.dumps(model.config.to_dict()),
-            "image_shape": json.dumps(list(model.image_shape)), "state": json.dumps(state),
+    meta = {**_model_meta(model), "state": json.dumps(state),
             "optim_groups": json.dumps(opt["param_groups"]), "optim_scalars": json.dumps(scalars)}
     return save_tensors(path, tensors, metadata=meta)
 
@@ -74,17 +66,50 @@ def load_checkpoint(path: Path, model: VAE, optimizer: torch.optim.Optimizer,
         if key.startswith("optim."):
             _, idx, name = key.split(".", 2)
             slots.setdefault(int(idx), {})[name] = value
-    for key, value in json.loads(meta["optim_scalars"]).items():
-        idx, name = key.split(".", 1)
-        slots.setdefault(int(idx), {})[name] = value
-    optimizer.load_state_dict({"state": slots, "param_groups": json.loads(meta["optim_groups"])})
+    try:
+        for key, value in json.loads(meta["optim_scalars"]).items():
+            idx, name = key.split(".", 1)
+            slots.setdefault(int(idx), {})[name] = value
+        optimizer.load_state_dict({"state": slots, "param_groups": json.loads(meta["optim_groups"])})
+        state = json.loads(meta["state"])
+    except (KeyError, ValueError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: optimizer or loop state is missing or damaged ({e})") from None
     extra = {k: v for k, v in tensors.items() if not k.startswith(("model.", "optim."))}
-    return json.loads(meta["state"]), extra
+    return state, extra
 
 
-def read_checkpoint_config(path: Path) -> tuple[VAEConfig, tuple[int, int]]:
+def read_config(path: Path, device: str | None = None) -> tuple[VAEConfig, tuple[int, int]]:
+    """The run config and image shape stored in a model or checkpoint file.
+
+    `device` replaces the saved device before validation, so a run trained on a GPU loads on a CPU.
+    """
     meta = _metadata(path)
-    return VAEConfig.from_dict(json.loads(meta["config"])), tuple(json.loads(meta["image_shape"]))
+    try:
+        values = json.loads(meta["config"])
+        if device is not None:
+            values["device"] = device
+        config = VAEConfig.from_dict(values)
+        image_shape = tuple(json.loads(meta["image_shape"]))
+    except KeyError as e:
+        raise CheckpointError(f"{path}: metadata lacks the {e} entry; not a variational VAE file") from None
+    except (ValueError, TypeError) as e:  # json errors are ValueErrors
+        raise CheckpointError(f"{path}: stored config is invalid ({e})") from None
+    if len(image_shape) != 2 or not all(isinstance(n, int) and n > 0 for n in image_shape):
+        raise CheckpointError(f"{path}: stored image_shape {list(image_shape)} is not two positive integers")
+    return config, image_shape
+
+
+def stored_device(path: Path) -> str:
+    """The device a model or checkpoint file was trained on, as saved."""
+    try:
+        return str(json.loads(_metadata(path)["config"]).get("device", "cpu"))
+    except (KeyError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{path}: stored config is invalid ({e})") from None
+
+
+def _model_meta(model: VAE) -> dict[str, str]:
+    return {"format": FORMAT, "config": json.dumps(model.config.to_dict()),
+            "image_shape": json.dumps(list(model.image_shape))}
 
 
 def _metadata(path: Path) -> dict[str, str]:
@@ -102,6 +127,9 @@ def _metadata(path: Path) -> dict[str, str]:
 
 
 def _load_state(model: VAE, weights: dict[str, torch.Tensor], path: Path) -> None:
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # size mismatches
+        raise CheckpointError(f"{path}: weights do not fit the stored model config ({str(e).splitlines()[-1].strip()})") from None
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")

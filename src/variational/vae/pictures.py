@@ -34,6 +34,8 @@ def save_reconstructions(model: VAE, x: torch.Tensor, path: Path, n: int = 16) -
 @torch.no_grad()
 def save_interpolation(model: VAE, x: torch.Tensor, path: Path, pairs: int = 4, steps: int = 10) -> Path:
     """Decode straight lines between the latent means of pairs of test images."""
+    if len(x) < 2:
+        raise ValueError("an interpolation needs at least 2 test images")
     mu = model.encode(x[: 2 * pairs]).mean
     t = torch.linspace(0, 1, steps, device=mu.device)[:, None]
     lines = [mu[2 * i] * (1 - t) + mu[2 * i + 1] * t for i in range(min(pairs, len(mu) // 2))]
@@ -43,11 +45,14 @@ def save_interpolation(model: VAE, x: torch.Tensor, path: Path, pairs: int = 4, 
 
 @torch.no_grad()
 def save_latent(model: VAE, x: torch.Tensor, labels: torch.Tensor | None, path: Path, grid: int = 15) -> Path:
-    """The 2-D latent manifold when latent_dim == 2, else test means projected on 2 principal axes."""
-    if model.latent_dim == 2:
+    """The decoded latent manifold when latent_dim <= 2, else test means projected on 2 principal axes."""
+    if model.latent_dim <= 2:
         # Evenly spaced quantiles of the prior, so each cell covers equal prior mass.
         q = torch.tensor(norm.ppf(np.linspace(0.05, 0.95, grid)), dtype=torch.float32, device=model._device)
-        zz = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), -1).reshape(-1, 2)
+        if model.latent_dim == 1:
+            zz = q[:, None]
+        else:
+            zz = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), -1).reshape(-1, 2)
         images = model.decode(zz).mean.view(-1, *model.image_shape).cpu().numpy()
         return plots.save_image_grid(path, images, ncols=grid, title="latent manifold (prior quantiles 5%..95%)")
     mu = model.encode(x).mean.cpu().numpy()
@@ -62,9 +67,9 @@ def save_latent(model: VAE, x: torch.Tensor, labels: torch.Tensor | None, path: 
 
 def save_curves(metrics: list[dict], path: Path) -> Path:
     epochs = [m["epoch"] for m in metrics]
-    series = {"train -ELBO": (epochs, [m["train_loss"] for m in metrics]),
+    series = {"train loss (the objective)": (epochs, [m["train_loss"] for m in metrics]),
               "test -ELBO": (epochs, [-m["test_elbo"] for m in metrics])}
-    return plots.save_curves(path, series, "epoch", "nats per image", title="negative ELBO")
+    return plots.save_curves(path, series, "epoch", "nats per image", title="training objective and test -ELBO")
 
 
 def save_all(model: VAE, x_test: torch.Tensor, y_test: torch.Tensor | None, metrics: list[dict], out: Path) -> list[Path]:
@@ -74,9 +79,10 @@ def save_all(model: VAE, x_test: torch.Tensor, y_test: torch.Tensor | None, metr
     paths = [
         save_samples(model, out / "samples.png"),
         save_reconstructions(model, x_test, out / "reconstructions.png"),
-        save_interpolation(model, x_test, out / "interpolation.png"),
         save_latent(model, x_test[:2000], None if y_test is None else y_test[:2000], out / "latent.png"),
     ]
+    if len(x_test) >= 2:  # an interpolation needs a pair of images
+        paths.append(save_interpolation(model, x_test, out / "interpolation.png"))
     if metrics:
         paths.append(save_curves(metrics, out / "curves.png"))
     model.train(was_training)

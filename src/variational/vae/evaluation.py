@@ -1,7 +1,11 @@
 """Evaluation of a trained VAE: the test ELBO and the importance-weighted estimate of log p(x).
 
-Both are reported in nats per image and in bits per dimension (-log p / (D ln 2)). The ELBO uses
-sampled z (not the encoder mean), so it is an honest Monte Carlo estimate of the bound.
+Both are reported in nats per image and, where it means something, in bits per dimension: for 0/1
+data under the Bernoulli decoder, -log p / (D ln 2); for the Gaussian decoders, whose density is over
+continuous [0, 1] pixels, the usual 8-bit convention adds log2(256) = 8 bits per dimension (the
+density of a pixel value spread over its 1/256-wide bin). A Bernoulli decoder on grey levels (the
+texts' BCE objective) is not a normalised likelihood of the data: no bits per dimension then, and
+a note says so. The ELBO uses sampled z (not the encoder mean): an honest Monte Carlo estimate.
 
 Under torchrun the images are sharded: each rank scores its own rows of every batch with the noise
 one process would draw for that row, and sums and counts are all-reduced. Both estimates are per
@@ -25,11 +29,12 @@ from variational.vae.model import VAE
 class Evaluation:
     n_images: int
     elbo: float  # nats per image
-    elbo_bpd: float
+    elbo_bpd: float | None
     log_px: float | None = None  # importance-weighted estimate, nats per image
     log_px_bpd: float | None = None
     iw_samples: int | None = None
     log_px_stderr: float | None = None  # standard error of the mean over images
+    note: str | None = None  # what the figures are (and are not) comparable with
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,13 +91,13 @@ def evaluate(model: VAE, x: torch.Tensor, iw_samples: int = 0, seed: int = 0, pr
     model.eval()
     group = distributed.current()
     g = torch.Generator(device=x.device).manual_seed(seed)
-    dims = math.prod(model.image_shape)
+    bpd, note = _bits_per_dim(model, x)
     elbo = mean_elbo(model, x, generator=g, group=group)
-    result = Evaluation(n_images=len(x), elbo=elbo, elbo_bpd=_bpd(elbo, dims))
+    result = Evaluation(n_images=len(x), elbo=elbo, elbo_bpd=bpd(elbo), note=note)
     if iw_samples > 0:
         lp = log_px_per_image(model, x, iw_samples, generator=g, progress=progress, group=group)
         result.log_px, result.log_px_stderr = _mean_and_stderr(lp, group)
-        result.log_px_bpd = _bpd(result.log_px, dims)
+        result.log_px_bpd = bpd(result.log_px)
         result.iw_samples = iw_samples
     model.train(was_training)
     return result
@@ -108,5 +113,15 @@ def _mean_and_stderr(values: torch.Tensor, group: Group | None) -> tuple[float, 
     return mean, math.sqrt(var / n)
 
 
-def _bpd(log_p: float, dims: int) -> float:
-    return -log_p / (dims * math.log(2))
+def _bits_per_dim(model: VAE, x: torch.Tensor):
+    """(log p -> bits per dimension or None, note) for this decoder and data."""
+    dims = math.prod(model.image_shape)
+    if model.config.likelihood == "bernoulli":
+        if bool(((x == 0) | (x == 1)).all()):
+            return (lambda log_p: -log_p / (dims * math.log(2))), None
+        return (lambda log_p: None), ("grey-level targets under a Bernoulli decoder (the texts' BCE objective): "
+                                      "not a normalised likelihood, so no bits/dim; binarise the data "
+                                      "(--binarize dynamic) for log p(x) comparable with published figures")
+    return ((lambda log_p: -log_p / (dims * math.log(2)) + 8.0),
+            "Gaussian decoder: a density over continuous [0,1] pixels; bits/dim include the 8-bit "
+            "discretisation (+8), as is usual for 256-level images")

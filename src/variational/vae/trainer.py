@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,9 +26,10 @@ import torch
 from tqdm.auto import tqdm
 
 from variational import data as datasets
+from variational.checkpoint import save_json
 from variational.vae import distributed, persist
 from variational.vae.config import VAEConfig
-from variational.vae.evaluate import mean_elbo
+from variational.vae.evaluation import mean_elbo
 from variational.vae.model import VAE
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -101,7 +103,13 @@ class _StopOnSignal:
         return self
 
     def _handle(self, signum: int, frame: object) -> None:
+        # The first signal asks for a clean stop; the previous handlers come back at once, so a
+        # second Ctrl-C (KeyboardInterrupt) or SIGTERM ends the process without waiting.
         self.signum = signum
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping at the end of this step "
+                         "(send it again to abort at once)\n")
 
     def __exit__(self, *exc: object) -> None:
         for s, handler in self._previous.items():
@@ -134,11 +142,15 @@ def train(config: VAEConfig, out: str | Path | None = None, resume: bool = False
     metrics: list[dict] = []
     if resume:
         loop, metrics = _restore(out, model, opt, g, config, write=main)
+        if loop.epoch >= config.epochs:
+            log(f"{out} has completed {loop.epoch} epochs already; pass a larger --epochs to train further")
+            return Run(out, model, config, metrics, data)
         log(f"resuming {out} at epoch {loop.epoch + 1}, step {loop.step}")
     elif main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         (out / METRICS).write_text("")
+    if main:
+        save_json(out / "config.json", config.to_dict())
     ddp = None if group is None else distributed.wrap(model, group)
     log(f"data: {data.description}; model: {_describe(model)}" + _describe_group(group, config))
     with _StopOnSignal() as stop:
@@ -153,6 +165,12 @@ def train(config: VAEConfig, out: str | Path | None = None, resume: bool = False
                 _checkpoint(out, model, opt, g, loop)
                 persist.save_model(out / WEIGHTS, model)
             log(_format_row(row, config.epochs))
+            if stop.signum is not None and group is None:
+                # A signal during the evaluation: the epoch's checkpoint is already written.
+                # (Under torchrun the next step's all-reduce makes every rank stop together.)
+                raise TrainingInterrupted(
+                    f"stopped by signal {signal.Signals(stop.signum).name} after epoch {epoch + 1}; "
+                    f"checkpoint saved. Continue with: variational vae train --resume --out {out}")
     if main:
         from variational.vae import pictures  # matplotlib only once training is done
 
@@ -231,12 +249,13 @@ def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data:
 
 def _epoch_metrics(model: VAE, data: TrainData, config: VAEConfig, epoch: int, loop: _LoopState,
                    group: distributed.Group | None = None) -> dict:
+    seconds = time.perf_counter() - loop.started  # training time only, before the evaluation
     model.eval()
     # A separate generator per epoch: evaluation never disturbs the training stream.
     ge = torch.Generator(device=data.x_test.device).manual_seed(config.seed + 10_000 + epoch)
     row = {"epoch": epoch + 1, "train_loss": loop.loss_sum / max(loop.seen, 1),
            "test_elbo": mean_elbo(model, data.x_test, samples=config.eval_samples, generator=ge, group=group),
-           "beta": config.beta_at(epoch), "seconds": time.perf_counter() - loop.started}
+           "beta": config.beta_at(epoch), "seconds": seconds}
     if data.x_val is not None:
         row["val_elbo"] = mean_elbo(model, data.x_val, samples=config.eval_samples, generator=ge, group=group)
     model.train()
@@ -273,16 +292,25 @@ def _resolve_config(config: VAEConfig, out: Path, resume: bool) -> VAEConfig:
         return config
     if not (out / CHECKPOINT).exists():
         raise ValueError(f"cannot resume: no {CHECKPOINT} in {out}")
-    saved, _ = persist.read_checkpoint_config(out / CHECKPOINT)
-    saved.epochs, saved.device = config.epochs, config.device  # the only fields a resume may change
+    trained_on = persist.stored_device(out / CHECKPOINT)
+    if torch.device(trained_on).type != torch.device(config.device).type:
+        raise ValueError(f"{out} was trained on {trained_on!r}; its random-number state belongs to that kind of "
+                         f"device, so resume it with --device {trained_on}")
+    saved, _ = persist.read_config(out / CHECKPOINT, device=config.device)
+    saved.epochs = config.epochs  # with the device, the only field a resume may change
     return saved
 
 
 def resume(out: str | Path, epochs: int | None = None, device: str | None = None, **kwargs) -> Run:
-    """Continue the run in `out` from its checkpoint, optionally to a new number of epochs."""
-    saved, _ = persist.read_checkpoint_config(Path(out) / CHECKPOINT)
+    """Continue the run in `out` from its checkpoint, optionally to a new number of epochs.
+
+    The device must be of the kind the run was trained on (its generator state is device-specific).
+    """
+    path = Path(out) / CHECKPOINT
+    if not path.exists():
+        raise ValueError(f"cannot resume: no {CHECKPOINT} in {out}")
+    saved, _ = persist.read_config(path, device=device or persist.stored_device(path))
     saved.epochs = epochs or saved.epochs
-    saved.device = device or saved.device
     return train(saved, out, resume=True, **kwargs)
 
 
