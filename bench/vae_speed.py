@@ -7,7 +7,7 @@ pixels + analytic KL, Adam 1e-3, batch 128) for the same number of epochs, in on
   (image, label) pair at a time the way torchvision's MNIST class with `ToTensor()` does (a PIL
   image per access, converted to a float tensor), the model's forward returning
   (recon, mu, logvar), the loss BCE(sum) + KLD, test loss per image after each epoch;
-- "variational": `variational.vae.train` with the `seed` preset.
+- "variational": `variational.vae.train` (vae/trainer.py) with the `seed` preset.
 
 A third figure times the matrix products of the same training steps alone (the forward and
 backward GEMMs of the four layers at batch 128, without the input gradient of the first layer,
