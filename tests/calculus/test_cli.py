@@ -54,6 +54,11 @@ def test_solve_text_with_plot(capsys, tmp_path):
     (["solve", "dido", "--param", "size=3"], "no parameter"),
     (["euler-lagrange", "x**2"], "none of the unknown functions"),
     (["euler-lagrange", "sqrt(1 + y'"], "cannot parse"),
+    (["euler-lagrange", "y'^2", "--constraint", "y=abc+"], "--constraint 'y=abc+': VALUE: cannot parse 'abc+'"),
+    (["euler-lagrange", "y'^2", "--constraint", "y=2*x"], "must be a constant"),
+    (["euler-lagrange", "y'^2", "--variable", "y", "--function", "y"],
+     "--function/--variable: ['y'] named both as an unknown function and as an independent variable"),
+    (["solve", "brachistochrone", "--param", "x1=0.00001"], "x1/|y1| = 5e-06 (x1=1e-05, y1=-2) is below 0.01"),
 ])
 def test_user_errors_exit_2_with_one_line(capsys, argv, message):
     code, _, err = run(capsys, *argv)
@@ -65,3 +70,13 @@ def test_list_shows_every_problem(capsys):
     names = json.loads(out)
     assert code == 0 and {"brachistochrone", "catenoid", "dido", "harmonic_oscillator"} <= set(names)
     assert names["brachistochrone"]["params"]["g"] == 9.81
+
+
+def test_euler_lagrange_never_runs_the_text(capsys, tmp_path):
+    marker = tmp_path / "pwned"
+    for text in (f'__import__("os").system("touch {marker}") + y', f"y + __import__('os').system('touch {marker}')"):
+        code, out, err = run(capsys, "euler-lagrange", text)
+        assert code == 2 and out == "" and err.count("\n") == 1 and "names may not start with '_'" in err
+        code, _, err = run(capsys, "euler-lagrange", "y'^2", "--constraint", f"y={text}")
+        assert code == 2 and "--constraint" in err and err.count("\n") == 1
+    assert not marker.exists()

@@ -73,7 +73,7 @@ def test_change_of_dependent_variable_keeps_the_equation():
     (y + sp.Function("v")(x), [y], "unknown functions"),
     (sp.zoo * y, [y], "infinite or undefined"),
     (sp.Function("y")(x, t), [sp.Function("y")(x, t)], "exactly the variables"),
-    ("1 +* y", [y], "cannot read"),
+    ("1 +* y", [y], "cannot parse"),
 ])
 def test_malformed_functionals_are_rejected(lagrangian, functions, message):
     with pytest.raises(ValueError, match=message):
@@ -110,3 +110,44 @@ def test_parser_errors_name_the_cause(text, message):
     functions, variables = (["u"], ["x", "t"]) if text == "u'" else (["y"], ["x"])
     with pytest.raises(ValueError, match=message):
         parse_lagrangian(text, functions, variables)
+
+
+# Text is never run as Python: each payload would create the file `marker` if it were evaluated.
+PAYLOADS = [
+    '__import__("pathlib").Path("{marker}").touch() + y',
+    "__import__('os').system('touch {marker}') + y",
+    'y.__class__.__mro__[-1].__subclasses__() + y',
+    '(lambda: open("{marker}", "w"))() + y',
+    'open("{marker}", "w") + y',
+    'eval("1") + getattr(y, "func") + y',
+    '[c for c in ()] + y',
+    "ｅｖａｌ(y) + y",  # full-width letters: Python normalises them to `eval`
+    "y(x).func + y",
+    "exec(y) + y",
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_untrusted_text_is_never_evaluated(payload, tmp_path):
+    marker = tmp_path / "pwned"
+    text = payload.format(marker=marker)
+    for read in (lambda: parse_lagrangian(text, ["y"], ["x"]), lambda: Functional(text, "y", "x"),
+                 lambda: Functional("y'^2", "y", "x").with_constraint("y", text),
+                 lambda: Functional("y'^2 + k*y", "y", "x").subs({"k": text})):
+        with pytest.raises(ValueError) as info:
+            read()
+        assert "\n" not in str(info.value)
+    assert not marker.exists()
+
+
+def test_safe_parser_still_reads_math():
+    g, lam = sp.symbols("g lam")
+    assert parse_lagrangian("1.5e-3*y'^2 + .5*lam*y^2 + exp(-x)*Abs(y)", ["y"], ["x"]) == (
+        sp.Float("1.5e-3") * yp ** 2 + sp.Float(0.5) * lam * y ** 2 + sp.exp(-x) * sp.Abs(y))
+    assert parse_lagrangian("sqrt(1 + y'^2)/sqrt(-2*g*y) + pi + E", ["y"], ["x"]) == (
+        sp.sqrt(1 + yp ** 2) / sp.sqrt(-2 * g * y) + sp.pi + sp.E)
+    assert Functional("y'^2 + k*y", "y", "x").subs({"k": "2*pi"}).lagrangian == yp ** 2 + 2 * sp.pi * y
+    with pytest.raises(ValueError, match="both as an unknown function and as an independent variable"):
+        parse_lagrangian("y'^2", ["y"], ["y"])
+    with pytest.raises(ValueError, match="both as an unknown function"):
+        Functional(sp.Symbol("y") ** 2, "y", "y")

@@ -15,7 +15,7 @@ from scipy.optimize import brentq
 
 from variational.calculus import (
     PROBLEMS, BVPConfig, DirectConfig, Functional, NoExtremalError, NotAMinimumError, Problem, SolveError,
-    get_problem, graded_mesh, solve, solve_functional)
+    check_second_variation, get_problem, graded_mesh, solve, solve_functional)
 
 x = sp.Symbol("x")
 y, z = sp.Function("y")(x), sp.Function("z")(x)
@@ -80,7 +80,9 @@ def test_harmonic_oscillator_beyond_half_period_is_a_saddle():
     assert e.J == pytest.approx(e.exact_J, abs=1e-7)
     assert e.status == "saddle"
     assert e.second_variation.conjugate_point == pytest.approx(math.pi, abs=1e-5)  # Jacobi field sin t
-    with pytest.raises(NotAMinimumError, match=r"conjugate point at t=3.1416"):
+    # The explanation comes from the stationary path (solve_bvp's), not from the straight starting line.
+    with pytest.raises(NotAMinimumError, match=r"along the stationary path found by solve_bvp: conjugate point "
+                                               r"at t=3.1416"):
         solve(get_problem("harmonic_oscillator", T=4.0), "direct")
 
 
@@ -100,6 +102,35 @@ def test_catenoid_goldschmidt_case_is_reported():
     assert p.exact_J > 2 * math.pi
 
 
+CATENOID = Functional(2 * sp.pi * y * sp.sqrt(1 + y.diff(x) ** 2), y, x)  # area of the surface of revolution
+
+
+def test_catenoid_too_far_apart_fails_in_the_solver_itself():
+    # No registry obstruction here: the plain functional at h/R = 0.7 > 0.6627 has no smooth extremal,
+    # and solve_bvp itself must fail (not hand back a curve), from the cylinder y = 1 as its start.
+    with pytest.raises(SolveError, match="solve_bvp failed: status 1") as info:
+        solve_functional(CATENOID, (-0.7, 0.7), [1.0], [1.0], bvp=BVPConfig(max_nodes=5000))
+    assert type(info.value) is SolveError  # not NoExtremalError: nothing told it the answer
+
+
+def test_deep_catenoid_is_a_saddle_with_its_conjugate_point():
+    # Rings R = 1 at x = +-0.6: two catenoids c cosh(x/c) with cosh(h/c) / (h/c) = 1/h. The deep one
+    # (h/c > 1.19968, the root of t tanh t = 1) is unstable; its Jacobi field vanishing at -h,
+    # sinh(x/c) phi(-h) - sinh(-h/c) phi(x) with phi(x) = cosh(x/c) - (x/c) sinh(x/c), vanishes again at xc.
+    h = 0.6
+    c = h / brentq(lambda t: math.cosh(t) / t - 1 / h, 1.1996786402577337, 20.0)
+    phi = lambda s: math.cosh(s / c) - s / c * math.sinh(s / c)  # noqa: E731
+    xc = brentq(lambda s: math.sinh(s / c) * phi(-h) - math.sinh(-h / c) * phi(s), 0.0, h)
+    assert xc == pytest.approx(0.2925236, abs=1e-6)
+    guess = lambda s: np.array([0.98 * c * np.cosh(np.asarray(s) / c) + 0.02])  # noqa: E731  near the deep branch
+    e = solve_functional(CATENOID, (-h, h), [1.0], [1.0], guess=guess)
+    assert np.max(np.abs(e.y[0] - c * np.cosh(e.x / c))) < 1e-6  # solve_bvp tol 1e-6
+    assert e.J == pytest.approx(math.pi * c * (2 * h + c * math.sinh(2 * h / c)), abs=1e-6)
+    assert e.status == "saddle"
+    # Tolerance: the test starts 1e-6 (b - a) after a, and the Jacobi ODE runs at rtol 1e-6.
+    assert e.second_variation.conjugate_point == pytest.approx(xc, abs=5e-6)
+
+
 def test_natural_boundary_condition_and_several_functions():
     # min integral y'^2/2 + y on [0, 1], y(0) = 0, y(1) free: y = x^2/2 - x (y'(1) = 0), J = -1/6.
     f = Functional(y.diff(x) ** 2 / 2 + y, y, x)
@@ -116,6 +147,55 @@ def test_natural_boundary_condition_and_several_functions():
         assert e.J == pytest.approx(math.sqrt(6), abs=1e-9)
         assert np.max(np.abs(e.y - np.array([e.x, 2 * e.x]))) < 1e-6
         assert e.status == "minimum"
+
+
+def test_direct_method_refuses_an_unconverged_curve():
+    # 3 L-BFGS iterations leave the brachistochrone far from the cycloid (J = 1.066 vs 1.003, curve error
+    # 0.42): L-BFGS stopping on its own is no convergence; the gradient test must refuse the curve.
+    with pytest.raises(SolveError, match=r"did not converge: \d L-BFGS iterations \(max_iter=3\) left "
+                                         r"max\|grad\| = ") as info:
+        solve(get_problem("brachistochrone"), "direct", direct=DirectConfig(nodes=101, max_iter=3, round_iter=3))
+    grad = float(str(info.value).split("max|grad| = ")[1].split()[0])
+    assert grad > 1e-3  # measured 0.0497, against converged runs' ~1e-10
+
+
+def test_large_direct_problems_skip_the_dense_hessian(monkeypatch):
+    import torch
+
+    from variational.calculus import direct
+
+    def no_hessian(*args, **kwargs):
+        raise AssertionError("dense Hessian formed above the size cap")
+    monkeypatch.setattr(torch.autograd.functional, "hessian", no_hessian)
+    p = get_problem("harmonic_oscillator")  # T = 2 < pi: a minimum
+    e = solve(p, "direct", direct=DirectConfig(nodes=direct._DENSE_LIMIT + 201))
+    assert e.J == pytest.approx(p.exact_J, abs=1e-6)  # O(h^2), h = 2/1200: measured 1.7e-7
+    assert e.max_error < 1e-6
+
+
+def test_isoperimetric_conjugate_point_near_the_start_is_found():
+    # The k = 200 extremal sin(200 x) of min integral y'^2 with integral y^2 fixed on [0, pi] (lambda = -k^2):
+    # scaling x by k/2 maps it to k = 2, so its first conjugate point is c2 / 100 = 0.0230, at 0.73% of the
+    # interval, where a test that skips the first 1% would report a later sign change instead.
+    def D(c):  # k = 2 (see the test above)
+        return -c * c * math.cos(2 * c) / 4 + c * math.sin(2 * c) / 16 - math.cos(2 * c) ** 3 / 32 + math.cos(2 * c) / 32
+    k, amp = 200, math.sqrt(2 / math.pi)
+    f = Functional(y.diff(x) ** 2, y, x).with_constraint(y ** 2, 1, "lam")
+    curve = lambda t: (amp * np.sin(k * np.atleast_2d(t)), amp * k * np.cos(k * np.atleast_2d(t)))  # noqa: E731
+    sv = check_second_variation(f, curve, (0.0, math.pi), "min", multipliers=(-k * k,))
+    assert sv.verdict == "saddle"
+    # Tolerance: the test starts at 1e-6 pi, which moves the conjugate point by ~4e-8 (ODE rtol 1e-10).
+    assert sv.conjugate_point == pytest.approx(brentq(D, 2.0, 2.6) * 2 / k, abs=2e-7)
+
+
+def test_brachistochrone_parameters_are_checked_and_failures_explained():
+    with pytest.raises(ValueError, match=r"x1/\|y1\| = 5e-06 \(x1=1e-05, y1=-2\) is below 0.01"):
+        get_problem("brachistochrone", x1=1e-5)
+    p = get_problem("brachistochrone", x1=20.0, y1=-0.5)
+    end, low = p.exact(np.array([20.0]))[0, 0], p.exact(np.linspace(0, 20, 2001)).min()
+    assert end == pytest.approx(-0.5, abs=1e-9) and low < -6.0  # the cycloid (r = 3.198) dips to -2r
+    with pytest.raises(SolveError, match=r"x1/\|y1\| = 40 > pi/2: the cycloid dips below the end point"):
+        solve(p, "bvp", bvp=BVPConfig(max_nodes=3000))
 
 
 def test_a_failed_solve_is_an_error_not_a_curve():

@@ -21,7 +21,7 @@ _HOME = {
     "Extremal": "extremal", "NoExtremalError": "extremal", "NotAMinimumError": "extremal",
     "SecondVariation": "extremal", "SolveError": "extremal",
     "Functional": "functional", "IntegralConstraint": "functional",
-    "parse_lagrangian": "parse",
+    "parse_lagrangian": "parse", "parse_constant": "parse",
     "Problem": "problem", "Substitution": "problem", "graded_mesh": "problem",
     "PROBLEMS": "problems", "get_problem": "problems", "register_problem": "problems",
     "check_second_variation": "second_variation",

@@ -148,7 +148,7 @@ def _clamped(compiled: CompiledFunctional, problem: Problem) -> Callable:
 def _failure(problem: Problem, why: str) -> SolveError:
     if problem.obstruction:
         return NoExtremalError(f"{problem.name}: {problem.obstruction} (solve_bvp: {why})")
-    return SolveError(f"{problem.name}: solve_bvp failed: {why}")
+    return SolveError(problem.advise(f"{problem.name}: solve_bvp failed: {why}"))
 
 
 def solve_bvp_problem(problem: Problem, config: BVPConfig = BVPConfig()) -> Solution:
@@ -193,7 +193,8 @@ def _package(problem, functional, compiled, sol, back, config) -> Solution:
         multipliers={str(m): float(v) for m, v in zip(functional.multipliers, p)}, problem=problem.name,
         solver={"message": sol.message, "nodes": int(sol.x.size), "iterations": int(sol.niter),
                 "max_rms_residual": float(np.max(sol.rms_residuals)), "tol": config.tol,
-                "J_quadrature_error": J_err})
+                "J_quadrature_error": J_err}
+        | ({"substitution": problem.substitution.reason} if problem.substitution else {}))
     slope_rows = [r + 1 for r in rows]
     return Solution(extremal, functional, p, lambda t: (sol.sol(t)[rows], sol.sol(t)[slope_rows]))
 

@@ -46,7 +46,7 @@ def register(subparsers) -> None:
                         epilog=SOLVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     so.add_argument("problem", metavar="PROBLEM", help="problem name (see `variational calculus list`)")
     so.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="change a parameter")
-    so.add_argument("--method", choices=("bvp", "direct"), help="solve_bvp or direct L-BFGS (default: per problem)")
+    so.add_argument("--method", choices=("bvp", "direct"), help="solve_bvp (default) or direct L-BFGS")
     so.add_argument("--nodes", type=int, help="initial mesh (bvp) or mesh (direct) size")
     so.add_argument("--plot", metavar="FILE", help="save the extremal beside the exact curve and a naive path")
     so.add_argument("--json", action="store_true", help="print the result (with the curve) as JSON")
@@ -67,15 +67,17 @@ def _pairs(items: list[str], what: str) -> list[tuple[str, str]]:
 
 
 def _euler_lagrange(args) -> int:
-    import sympy as sp
-
     from variational.calculus.functional import Functional
-    from variational.calculus.parse import parse_lagrangian
+    from variational.calculus.parse import _check_names, parse_lagrangian
 
     funcs, vars_ = args.function or ["y"], args.variable or ["x"]
+    _check_names(funcs, vars_, "--function/--variable")
     fun = Functional(parse_lagrangian(args.lagrangian, funcs, vars_), funcs, vars_)
-    for g, value in _pairs(args.constraint, "--constraint"):
-        fun = fun.with_constraint(parse_lagrangian(g, funcs, vars_), sp.sympify(value))
+    for item, (g, value) in zip(args.constraint, _pairs(args.constraint, "--constraint")):
+        try:
+            fun = fun.with_constraint(parse_lagrangian(g, funcs, vars_, "G"), _constant(value, funcs, vars_))
+        except ValueError as e:
+            raise ValueError(f"--constraint {item!r}: {e}") from None
     out = {"lagrangian": fun.augmented(), "euler_lagrange": fun.euler_lagrange()}
     if len(fun.variables) == 1:
         try:
@@ -91,6 +93,16 @@ def _euler_lagrange(args) -> int:
     else:
         _print_symbolic(out | {"variable": fun.variables[0]}, fun.functions)
     return 0
+
+
+def _constant(text: str, funcs, vars_):
+    from variational.calculus.parse import parse_constant
+
+    value = parse_constant(text, "VALUE")
+    used = sorted({str(s) for s in value.free_symbols} & {*funcs, *vars_})
+    if used:
+        raise ValueError(f"VALUE: {text!r} must be a constant, but it uses {used}")
+    return value
 
 
 def _json_symbolic(out: dict) -> dict:

@@ -24,7 +24,7 @@ from scipy.interpolate import CubicSpline
 from variational.calculus.extremal import Extremal, NoExtremalError, NotAMinimumError, SolveError
 from variational.calculus.numeric import torch_integrands
 from variational.calculus.problem import Problem, graded_mesh
-from variational.calculus.bvp import Solution
+from variational.calculus.bvp import Solution, solve_bvp_problem
 from variational.calculus.second_variation import check_second_variation
 
 __all__ = ["DirectConfig", "solve_direct"]
@@ -37,13 +37,16 @@ _GAUSS_W = (5 / 9, 8 / 9, 5 / 9)
 class DirectConfig:
     """nodes: mesh points; max_iter: L-BFGS iterations per augmented-Lagrangian round, in rounds of
     round_iter iterations, each preconditioned afresh with the Hessian; grad_tol: L-BFGS gradient tolerance;
-    outer: augmented-Lagrangian rounds; constraint_tol: allowed |constraint - value| (relative);
-    blowup: the curve growing beyond blowup * (1 + max|guess|) counts as divergence."""
+    stationary_tol: the largest max|dJ/dz| accepted at the end, relative to 1 + |J| (z: the scaled slopes;
+    converged runs reach ~1e-10), else SolveError; outer: augmented-Lagrangian rounds; constraint_tol:
+    allowed |constraint - value| (relative); blowup: the curve growing beyond blowup * (1 + max|guess|)
+    counts as divergence."""
 
     nodes: int = 201
     max_iter: int = 3000
     round_iter: int = 100
     grad_tol: float = 1e-11
+    stationary_tol: float = 1e-7
     outer: int = 30
     constraint_tol: float = 1e-9
     blowup: float = 1e4
@@ -54,13 +57,17 @@ class DirectConfig:
         for name in ("max_iter", "round_iter", "outer"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("grad_tol", "constraint_tol", "blowup"):
+        for name in ("grad_tol", "stationary_tol", "constraint_tol", "blowup"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
 
 
 class _Diverged(Exception):
     pass
+
+
+class _NotConverged(Exception):
+    """L-BFGS used its iterations without reaching a stationary point: (iterations, max|grad|, tolerance)."""
 
 
 class _Discretised:
@@ -128,33 +135,54 @@ def _element_rule(h: torch.Tensor, singular: bool) -> tuple[torch.Tensor, torch.
     return frac.expand(h.numel(), -1), w * h[:, None]
 
 
+_DENSE_LIMIT = 1000  # unknowns; above it the O(n^2) memory and O(n^3) eigh of the dense Hessian cost too much
+
+
 def _preconditioner(f, z0: torch.Tensor) -> torch.Tensor:
     """P = V |Lambda|^(-1/2) from the Hessian V Lambda V^T of f at z0, so that f(z0 + P u) has a
     Hessian of eigenvalues +-1 in u. L-BFGS is not invariant to linear changes of variables, and
-    the discretised functional is stiff (graded mesh, F_y'y' varying by orders of magnitude)."""
+    the discretised functional is stiff (graded mesh, F_y'y' varying by orders of magnitude).
+
+    Above _DENSE_LIMIT unknowns this returns the identity: the scaled-slope unknowns already make
+    the Hessian of integral F(y') dx nearly diagonal with even entries (see `_Discretised`), so
+    L-BFGS alone copes, only with more iterations where F_y'y' varies strongly."""
+    eye = lambda: torch.eye(z0.numel(), dtype=z0.dtype, device=z0.device)  # noqa: E731
+    if z0.numel() > _DENSE_LIMIT:
+        return eye()
     H = torch.autograd.functional.hessian(f, z0, vectorize=True)
     if not torch.all(torch.isfinite(H)):
-        return torch.eye(z0.numel(), dtype=z0.dtype, device=z0.device)
+        return eye()
     lam, V = np.linalg.eigh(((H + H.T) / 2).cpu().numpy())  # LAPACK via NumPy: no torch thread pool start-up
     P = V / np.sqrt(np.maximum(np.abs(lam), 1e-10 * np.abs(lam).max()))
     return torch.as_tensor(P, dtype=z0.dtype, device=z0.device)
 
 
+def _gradient_max(disc: _Discretised, z: torch.Tensor, objective) -> tuple[float, float]:
+    """(objective, max |d objective / dz|) at z: the stationarity test after L-BFGS stops."""
+    zz = z.detach().clone().requires_grad_(True)
+    loss = objective(disc.curve(zz))
+    (grad,) = torch.autograd.grad(loss, zz)
+    return float(loss.detach()), float(grad.abs().max())
+
+
 def _minimise(disc: _Discretised, z: torch.Tensor, objective, cfg: DirectConfig, limit: float, cache: dict) -> int:
-    """L-BFGS rounds of at most cfg.round_iter iterations until one stops on its own tolerance; returns
-    iterations. A round that used all its iterations gets a fresh Hessian preconditioner where the next
+    """L-BFGS rounds of at most cfg.round_iter iterations until the gradient of the objective is
+    below cfg.stationary_tol (relative to 1 + |objective|); returns iterations, or raises _NotConverged.
+    L-BFGS also stops on its own (max_eval, tolerance_change), which is no proof of convergence, hence
+    the explicit test. A round that did not converge gets a fresh Hessian preconditioner where the next
     starts (a Newton-like outer loop); otherwise `cache` keeps the last one (also across the
     augmented-Lagrangian rounds, whose objectives differ little)."""
-    total = 0
+    total, grad, tol = 0, float("nan"), float("nan")
     for _ in range(max(1, cfg.max_iter // cfg.round_iter)):
         if "P" not in cache:
             cache["P"] = _preconditioner(lambda zz: objective(disc.curve(zz)), z.detach().clone())
-        n = _lbfgs_round(disc, z, objective, cfg, limit, cache["P"])
-        total += n
-        if n < cfg.round_iter:
-            break
+        total += _lbfgs_round(disc, z, objective, cfg, limit, cache["P"])
+        value, grad = _gradient_max(disc, z, objective)
+        tol = cfg.stationary_tol * (1.0 + abs(value))
+        if grad <= tol:  # False for a NaN gradient as well
+            return total
         del cache["P"]
-    return total
+    raise _NotConverged(total, grad, tol)
 
 
 def _lbfgs_round(disc: _Discretised, z: torch.Tensor, objective, cfg: DirectConfig, limit: float,
@@ -189,16 +217,22 @@ def _lbfgs_round(disc: _Discretised, z: torch.Tensor, objective, cfg: DirectConf
 
 
 def _explain_divergence(problem: Problem, disc: _Discretised, x: np.ndarray, value: float) -> NotAMinimumError:
-    """Run the second-variation checks along the starting path to say why J has no minimum."""
-    y0 = disc.curve(disc.z0).cpu().numpy()
-    spline = CubicSpline(x, y0, axis=1)
-    sv = check_second_variation(problem.functional, lambda t: (spline(t), spline(t, 1)), problem.interval,
-                                problem.sense)
+    """Say why J has no minimum: the second-variation verdict along the stationary path that
+    solve_bvp finds, or, if it finds none, along the starting path (and the message says so)."""
+    try:
+        sol = solve_bvp_problem(problem)
+        sv = check_second_variation(sol.functional, sol.curve, problem.interval, problem.sense, sol.multipliers)
+        where = "along the stationary path found by solve_bvp"
+    except ValueError as e:  # SolveError included: no stationary path to judge
+        spline = CubicSpline(x, disc.curve(disc.z0).cpu().numpy(), axis=1)
+        sv = check_second_variation(problem.functional, lambda t: (spline(t), spline(t, 1)), problem.interval,
+                                    problem.sense)
+        where = (f"along the starting path only, which is not stationary (solve_bvp found no stationary path: "
+                 f"{str(e).rstrip('.')}), so this verdict is no statement about a stationary path")
     word = "below" if problem.sense == "min" else "above"
-    why = sv.note if sv.verdict == "saddle" else f"second variation along the starting path: {sv.note}"
     return NotAMinimumError(
         f"{problem.name}: direct minimisation diverged (J reached {value:.3g} as the curve grew without bound): "
-        f"the functional is unbounded {word}. {why}. The bvp method finds the stationary path itself.")
+        f"the functional is unbounded {word}. Second variation {where}: {sv.note}.")
 
 
 def solve_direct(problem: Problem, config: DirectConfig = DirectConfig(),
@@ -225,6 +259,12 @@ def solve_direct(problem: Problem, config: DirectConfig = DirectConfig(),
             rounds += 1
         except _Diverged as e:
             raise _explain_divergence(problem, disc, x, sign * e.args[0]) from None
+        except _NotConverged as e:
+            n, grad, tol = e.args
+            raise SolveError(problem.advise(
+                f"{problem.name}: the direct method did not converge: {iters + n} L-BFGS iterations "
+                f"(max_iter={config.max_iter}) left max|grad| = {grad:.3g} above the tolerance {tol:.3g}; "
+                "raise max_iter or try the bvp method")) from None
         y = disc.curve(z.detach())
         if not disc.ints:
             break

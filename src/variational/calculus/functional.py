@@ -22,6 +22,8 @@ import sympy as sp
 from sympy.calculus.euler import euler_equations
 from sympy.core.function import AppliedUndef
 
+from variational.calculus.parse import parse_constant, parse_lagrangian
+
 __all__ = ["Functional", "IntegralConstraint"]
 
 
@@ -57,11 +59,18 @@ def _as_function(f, variables: tuple[sp.Symbol, ...]) -> AppliedUndef:
     return f
 
 
-def _check_lagrangian(lagrangian, functions, variables) -> sp.Expr:
+def _as_expr(value, functions, variables, what: str) -> sp.Expr:
+    """Text through the safe parser (never Python's eval); other input by strict sympify."""
+    if isinstance(value, str):
+        return parse_lagrangian(value, [f.func.__name__ for f in functions], [str(v) for v in variables], what)
     try:
-        expr = sp.sympify(lagrangian)
+        return sp.sympify(value, strict=True)
     except (sp.SympifyError, SyntaxError, TypeError) as e:
-        raise ValueError(f"Lagrangian: cannot read {lagrangian!r} as a SymPy expression ({e})") from e
+        raise ValueError(f"{what}: cannot read {value!r} as a SymPy expression ({e})") from e
+
+
+def _check_lagrangian(lagrangian, functions, variables) -> sp.Expr:
+    expr = _as_expr(lagrangian, functions, variables, "Lagrangian")
     if not isinstance(expr, sp.Expr):
         raise ValueError(f"Lagrangian: expected a scalar expression, got {type(expr).__name__}")
     if expr.has(sp.nan, sp.zoo, sp.oo, -sp.oo):
@@ -83,7 +92,8 @@ class Functional:
     """J[f] = integral L dx for one or several unknown functions of one or several variables.
 
     Args:
-        lagrangian: the integrand L, a SymPy expression (or text SymPy can read).
+        lagrangian: the integrand L, a SymPy expression, or text in `parse_lagrangian`'s notation
+            (read by its safe parser: text is never evaluated as Python).
         functions: the unknown function(s): y(x), the undefined function y, or its name.
         variables: the independent variable(s), symbols or names.
         constraints: isoperimetric side conditions (see `with_constraint`).
@@ -95,6 +105,9 @@ class Functional:
         self.functions = tuple(_as_function(f, self.variables) for f in funcs)
         if len(set(self.functions)) != len(self.functions):
             raise ValueError(f"function: repeated unknown function in {self.functions}")
+        clash = sorted({f.func.__name__ for f in self.functions} & {str(v) for v in self.variables})
+        if clash:
+            raise ValueError(f"function: {clash} named both as an unknown function and as an independent variable")
         self.lagrangian = _check_lagrangian(lagrangian, self.functions, self.variables)
         self.constraints = tuple(constraints)
 
@@ -131,7 +144,8 @@ class Functional:
         if lam in self.multipliers or lam in self.variables:
             raise ValueError(f"multiplier: the name {lam} is already in use")
         g = _check_lagrangian(integrand, self.functions, self.variables)
-        c = IntegralConstraint(g, sp.sympify(value), lam)
+        v = parse_constant(value, "constraint value") if isinstance(value, str) else _as_expr(value, (), (), "value")
+        c = IntegralConstraint(g, v, lam)
         return Functional(self.lagrangian, self.functions, self.variables, (*self.constraints, c))
 
     def augmented(self) -> sp.Expr:
@@ -140,7 +154,9 @@ class Functional:
 
     def subs(self, values: dict) -> Functional:
         """Replace parameters (symbols or names) by values, in L and in the constraints."""
-        rep = {sp.Symbol(k) if isinstance(k, str) else k: v for k, v in values.items()}
+        rep = {sp.Symbol(k) if isinstance(k, str) else k:
+               parse_constant(v, f"value of {k}") if isinstance(v, str) else _as_expr(v, (), (), f"value of {k}")
+               for k, v in values.items()}
         cons = [IntegralConstraint(c.integrand.subs(rep), sp.sympify(c.value).subs(rep), c.multiplier)
                 for c in self.constraints]
         return Functional(self.lagrangian.subs(rep), self.functions, self.variables, cons)

@@ -84,10 +84,6 @@ class CompiledFunctional:
     def n_functions(self) -> int:
         return len(self.orders)
 
-    @property
-    def n_states(self) -> int:
-        return len(self.state_symbols) + len(self.integrands)
-
     def offset(self, i: int) -> int:
         """Index of function i's value in the state vector."""
         return sum(2 * n for n in self.orders[:i])

@@ -4,6 +4,13 @@ Notation, on top of SymPy's own syntax (`y(x)`, `Derivative(y(x), x)`, `diff(y(x
     y, y', y''       the function and its derivatives (one independent variable)
     u_x, u_xy        partial derivatives (names after `_` are independent variables)
     ^                power, as well as **
+
+The text is never run as Python with builtins: before SymPy's parser sees it, every token is
+checked (numbers, the operators + - * / ** ^ ( ) , and names: the declared functions and
+variables, the math functions in `FUNCTIONS`, pi, E, I, or a parameter such as g or lam, which
+becomes a Symbol; no strings, no attribute access, no name starting with `_` or with non-ASCII
+letters, no Python builtin or keyword), and the parser evaluates with a namespace holding only those names.
+
 Example:
     >>> parse_lagrangian("sqrt(1 + y'^2)", ["y"], ["x"])
     sqrt(Derivative(y(x), x)**2 + 1)
@@ -11,15 +18,81 @@ Example:
 
 from __future__ import annotations
 
+import builtins
+import io
+import keyword
 import re
+import tokenize
 from typing import Sequence
 
 import sympy as sp
 from sympy.parsing.sympy_parser import convert_xor, parse_expr, standard_transformations
 
-__all__ = ["parse_lagrangian"]
+__all__ = ["FUNCTIONS", "parse_lagrangian", "parse_constant"]
 
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*'*")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*\Z")
+
+FUNCTIONS = {name: getattr(sp, name) for name in (
+    "sqrt", "exp", "log", "sin", "cos", "tan", "cot", "sec", "csc", "asin", "acos", "atan", "atan2",
+    "sinh", "cosh", "tanh", "coth", "asinh", "acosh", "atanh", "Abs", "sign", "erf", "gamma", "Heaviside",
+    "Min", "Max", "Derivative", "diff")} | {"ln": sp.log, "abs": sp.Abs, "min": sp.Min, "max": sp.Max}
+_CONSTANTS = {"pi": sp.pi, "E": sp.E, "I": sp.I}
+# What SymPy's own transformations write into the text (auto_symbol, auto_number); not for users.
+_MACHINERY = {"Symbol": sp.Symbol, "Function": sp.Function, "Integer": sp.Integer, "Float": sp.Float,
+              "Rational": sp.Rational}
+_OPERATORS = {"+", "-", "*", "/", "**", "^", "(", ")", ","}
+_SKIP = {tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.INDENT, tokenize.DEDENT}
+
+
+def _check_names(functions: Sequence[str], variables: Sequence[str], what: str) -> None:
+    for name in (*functions, *variables):
+        if not _NAME.match(name) or name in _CONSTANTS or name in FUNCTIONS or _reserved(name):
+            raise ValueError(f"{what}: {name!r} cannot name a function or variable (use letters and digits, "
+                             "starting with a letter, and no math function, constant or Python builtin)")
+    both = sorted(set(functions) & set(variables))
+    if both:
+        raise ValueError(f"{what}: {both} named both as an unknown function and as an independent variable")
+
+
+def _reserved(name: str) -> bool:
+    return name.startswith("_") or keyword.iskeyword(name) or hasattr(builtins, name) or name in _MACHINERY
+
+
+def _check_tokens(source: str, allowed: set[str], what: str, text: str) -> None:
+    """Refuse anything but numbers, arithmetic, calls and safe names (see the module docstring)."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError) as e:
+        raise ValueError(f"{what}: cannot parse {text!r} ({e})") from None
+    for tok in tokens:
+        kind, value = tok.type, tok.string
+        if kind in _SKIP or kind == tokenize.NUMBER:
+            continue
+        if kind == tokenize.OP and value in _OPERATORS:
+            continue
+        if kind == tokenize.NAME and value.isascii() and (value in allowed or not _reserved(value)):
+            continue
+        why = ("names must be ASCII (Python reads some other letters as ASCII ones)" if not value.isascii() else
+               "attribute access is not allowed" if value in (".", "...") else
+               "strings are not allowed" if kind == tokenize.STRING else
+               "names may not start with '_'" if value.startswith("_") else
+               "a Python keyword or builtin, not a math name" if kind == tokenize.NAME else "not allowed")
+        raise ValueError(f"{what}: {value!r} in {text!r}: {why}")
+
+
+def _parse(source: str, local: dict, what: str, text: str) -> sp.Expr:
+    allowed = set(local) | set(FUNCTIONS) | set(_CONSTANTS)
+    _check_tokens(source, allowed, what, text)
+    namespace = {"__builtins__": {}} | _MACHINERY | FUNCTIONS | _CONSTANTS
+    try:
+        expr = parse_expr(source, local_dict=dict(local), global_dict=namespace,
+                          transformations=standard_transformations + (convert_xor,))
+    except Exception as e:  # SymPy raises many types (TokenError, SyntaxError, TypeError...) for bad text
+        raise ValueError(f"{what}: cannot parse {text!r} ({type(e).__name__}: {e})".replace("\n", " ")) from None
+    if not isinstance(expr, sp.Expr):
+        raise ValueError(f"{what}: {text!r} is not a scalar expression")
+    return expr
 
 
 def _split_subscript(suffix: str, variables: Sequence[str]) -> list[str] | None:
@@ -35,18 +108,20 @@ def _split_subscript(suffix: str, variables: Sequence[str]) -> list[str] | None:
     return out
 
 
-def _rewrite(token: str, following: str, functions, variables) -> str:
+def _rewrite(token: str, following: str, functions, variables, what: str) -> str:
     """Replace one identifier by SymPy text for the function or derivative it denotes."""
     name, primes = token.rstrip("'"), len(token) - len(token.rstrip("'"))
+    if name.startswith("_"):
+        raise ValueError(f"{what}: {name!r}: names may not start with '_'")
     args = ", ".join(variables)
     if name in functions:
         if primes == 0:
             return token if following.lstrip().startswith("(") else f"{name}({args})"
         if len(variables) != 1:
-            raise ValueError(f"Lagrangian: {token} needs one independent variable; write {name}_x for partials")
+            raise ValueError(f"{what}: {token} needs one independent variable; write {name}_x for partials")
         return f"diff({name}({args}), {variables[0]}, {primes})"
     if primes:
-        raise ValueError(f"Lagrangian: {token!r}: primes are only allowed on the unknown functions {list(functions)}")
+        raise ValueError(f"{what}: {token!r}: primes are only allowed on the unknown functions {list(functions)}")
     base, _, suffix = name.partition("_")
     parts = _split_subscript(suffix, variables) if base in functions and suffix else None
     if parts:
@@ -54,21 +129,31 @@ def _rewrite(token: str, following: str, functions, variables) -> str:
     return token
 
 
-def parse_lagrangian(text: str, functions: Sequence[str], variables: Sequence[str]) -> sp.Expr:
-    """SymPy expression for `text`, with the notation above; ValueError names what is wrong.
-
-    SymPy evaluates the text as Python, so pass only text you would type yourself.
-    """
+def parse_lagrangian(text: str, functions: Sequence[str], variables: Sequence[str],
+                     what: str = "Lagrangian") -> sp.Expr:
+    """SymPy expression for `text`, with the notation above; ValueError (one line, starting with
+    `what`, e.g. the option's name) says what is wrong. Safe on untrusted text (module docstring)."""
     if not text or not text.strip():
-        raise ValueError("Lagrangian: empty expression")
+        raise ValueError(f"{what}: empty expression")
+    _check_names(functions, variables, what)
     pieces, last = [], 0
     for m in _TOKEN.finditer(text):
-        pieces += [text[last:m.start()], _rewrite(m.group(), text[m.end():], functions, variables)]
+        pieces += [text[last:m.start()], _rewrite(m.group(), text[m.end():], functions, variables, what)]
         last = m.end()
-    source = "".join(pieces) + text[last:]
+    source = ("".join(pieces) + text[last:]).strip()
     local = {f: sp.Function(f) for f in functions} | {v: sp.Symbol(v) for v in variables}
-    local["Derivative"] = sp.Derivative
-    try:
-        return parse_expr(source, local_dict=local, transformations=standard_transformations + (convert_xor,))
-    except Exception as e:  # SymPy raises many types (TokenError, SyntaxError, TypeError...) for bad text
-        raise ValueError(f"Lagrangian: cannot parse {text!r} ({type(e).__name__}: {e})") from e
+    return _parse(source, local, what, text)
+
+
+def parse_constant(text: str, what: str = "value") -> sp.Expr:
+    """A constant such as `3`, `2*pi` or a parameter `L`, read as safely as `parse_lagrangian`.
+
+    Example:
+        >>> parse_constant("2*pi")
+        2*pi
+    """
+    if not text or not text.strip():
+        raise ValueError(f"{what}: empty expression")
+    if "'" in text:
+        raise ValueError(f"{what}: {text!r}: a constant has no derivatives (')")
+    return _parse(text.strip(), {}, what, text)

@@ -31,7 +31,8 @@ class Substitution:
     """Solve for `new` instead of `old`, with old = expression(new), where `old` is singular.
 
     to_new / to_old map values; `floor` clamps `new` inside the ODE right-hand side, for an
-    integrable singularity at an end point (the ODE is evaluated at the end node itself).
+    integrable singularity at an end point (the ODE is evaluated at the end node itself);
+    reason says why, and is reported in the bvp result's solver details.
     """
 
     old: AppliedUndef
@@ -52,6 +53,7 @@ class Problem:
     first-order Lagrangians only). guess(x) -> (n_functions, m) starts the solvers.
     exact(x) -> (n_functions, m), exact_J, naive (a comparison path for pictures) and its J are optional.
     obstruction: set when the problem's own analysis shows no smooth extremal exists.
+    hint: advice appended to the messages of failed solves (say, why the starting guess is poor).
     grading: exponents (start, end) of the mesh x = a + (b - a) s^p near each end (1 = uniform),
     to resolve singular ends such as the brachistochrone's infinite slope at the start.
     """
@@ -72,8 +74,7 @@ class Problem:
     substitution: Substitution | None = None
     grading: tuple[float, float] = (1.0, 1.0)
     obstruction: str | None = None
-    default_method: str = "bvp"
-    description: str = ""
+    hint: str = ""
     params: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
@@ -103,6 +104,10 @@ class Problem:
                 raise ValueError(f"{side}: free end conditions (None) need a first-order Lagrangian")
             if any(v is not None and not math.isfinite(v) for v in c):
                 raise ValueError(f"{side}: end values must be finite, got {c}")
+
+    def advise(self, message: str) -> str:
+        """A solver's failure message, with the problem's hint appended when it has one."""
+        return f"{message} ({self.hint})" if self.hint else message
 
     @property
     def n_functions(self) -> int:

@@ -79,10 +79,27 @@ def _require(cond: bool, message: str) -> None:
 
 
 # ---------------------------------------------------------------- brachistochrone
+def _t_minus_sin(t: float) -> float:
+    """t - sin t without cancellation: its Taylor series below 1e-2 (error < 1e-22 relative)."""
+    return t ** 3 / 6 - t ** 5 / 120 + t ** 7 / 5040 if t < 1e-2 else t - math.sin(t)
+
+
 def _cycloid_theta(x: np.ndarray, r: float, theta_end: float) -> np.ndarray:
     """Solve x = r (theta - sin theta) for theta on [0, theta_end], point by point (monotone)."""
     xs = np.clip(np.asarray(x, float) / r, 0.0, None)
-    return np.array([0.0 if v == 0 else brentq(lambda t: t - math.sin(t) - v, 0.0, theta_end + 1e-9) for v in xs])
+    return np.array([0.0 if v == 0 else brentq(lambda t: _t_minus_sin(t) - v, 0.0, theta_end + 1e-9, xtol=1e-300)
+                     for v in xs])
+
+
+def _cycloid_end_angle(ratio: float) -> float:
+    """theta1 in (0, 2 pi) with (theta - sin theta) / (1 - cos theta) = ratio = x1 / |y1|.
+
+    The left side increases from ~theta/3 near 0 to ~4 pi / (2 pi - theta)^2 near 2 pi, so
+    [min(1, ratio), 2 pi - delta] brackets the root for every ratio > 0 (at 1 it is 0.345 < 1).
+    """
+    shape = lambda t: _t_minus_sin(t) / (2 * math.sin(t / 2) ** 2) - ratio  # noqa: E731
+    delta = min(1e-3, math.sqrt(math.pi / ratio))  # shape(2 pi - delta) ~ 4 pi / delta^2 - ratio > 0
+    return brentq(shape, min(1.0, ratio), 2 * math.pi - delta, xtol=1e-300, rtol=4 * np.finfo(float).eps)
 
 
 @register_problem("brachistochrone", "bead sliding from rest at (0,0) to (x1,y1) in least time: a cycloid",
@@ -94,7 +111,10 @@ def brachistochrone(x1: float, y1: float, g: float) -> Problem:
     y, w = sp.Function("y")(X), sp.Function("w")(X)
     lag = sp.sqrt(1 + y.diff(X) ** 2) / sp.sqrt(-2 * sp.Float(g) * y)  # dt = ds / v, v = sqrt(-2 g y)
     # Cycloid x = r (th - sin th), y = -r (1 - cos th) through the end point (Bernoulli 1696).
-    th1 = brentq(lambda t: (t - math.sin(t)) / (1 - math.cos(t)) - x1 / -y1, 1e-3, 2 * math.pi - 1e-3)
+    ratio = x1 / -y1
+    _require(ratio >= 0.01, f"param: x1/|y1| = {ratio:.3g} (x1={x1:g}, y1={y1:g}) is below 0.01: the cycloid is "
+                            f"then a nearly vertical drop (end angle ~3 x1/|y1| rad) that neither solver resolves")
+    th1 = _cycloid_end_angle(ratio)
     r = -y1 / (1 - math.cos(th1))
     exact = lambda x: np.array([-r * (1 - np.cos(_cycloid_theta(x, r, th1)))])  # noqa: E731
     line = lambda x: np.array([y1 * np.asarray(x) / x1])  # noqa: E731
@@ -107,8 +127,18 @@ def brachistochrone(x1: float, y1: float, g: float) -> Problem:
         exact=exact, exact_J=th1 * math.sqrt(r / g),  # travel time along the cycloid: theta1 sqrt(r/g)
         naive=line, naive_J=math.sqrt(2 * (x1 ** 2 + y1 ** 2) / (g * -y1)),  # straight chute: sqrt(2 L^2/(g h))
         naive_label="straight line", substitution=sub, grading=(3.0, 1.0),
-        description=f"travel time from (0,0) to ({x1:g},{y1:g}); exact: cycloid r={r:.6g}",
-        notes=(f"cycloid radius r = {r:.6f}, end angle {th1:.6f} rad",))
+        hint=_brachistochrone_hint(ratio), notes=(f"cycloid radius r = {r:.6f}, end angle {th1:.6f} rad",))
+
+
+def _brachistochrone_hint(ratio: float) -> str:
+    """Why solve_bvp may fail from the straight-line guess (found by trying x1/|y1| from 0.01 to 40)."""
+    if ratio > math.pi / 2:  # the cycloid's lowest point theta = pi lies before the end, theta1 > pi
+        return (f"x1/|y1| = {ratio:.3g} > pi/2: the cycloid dips below the end point before rising to it, so "
+                "the straight-line initial guess is poor; try the direct method")
+    if ratio < 0.2:
+        return (f"x1/|y1| = {ratio:.3g} < 0.2: the cycloid is nearly a vertical drop, hard to resolve from the "
+                "straight-line guess; try the direct method")
+    return ""
 
 
 # ---------------------------------------------------------------- shortest path
@@ -125,7 +155,7 @@ def shortest_path(x0: float, y0: float, x1: float, y1: float) -> Problem:
     return Problem(
         "shortest_path", fun, (x0, x1), left=((y0,),), right=((y1,),), guess=bump, exact=line,
         exact_J=math.hypot(x1 - x0, y1 - y0), naive=bump, naive_J=path_value(fun, bump, dbump, (x0, x1)),
-        naive_label="sine-bumped path", description=f"length of a curve from ({x0:g},{y0:g}) to ({x1:g},{y1:g})")
+        naive_label="sine-bumped path")
 
 
 # ---------------------------------------------------------------- parabola of given arc length (guesses)
@@ -154,7 +184,6 @@ def catenary(a: float, length: float) -> Problem:
         multiplier_guess=(k * a * a + a,), exact=exact,
         exact_J=c * a - c * c * math.sinh(a / c) * math.cosh(a / c),  # integral of y ds along the catenary
         naive=par, naive_J=path_value(fun, par, dpar, (-a, a)), naive_label="parabola of the same length",
-        description=f"potential energy (per unit weight) of a chain of length {length:g} over span {2 * a:g}",
         notes=(f"catenary parameter c = {c:.6f}, multiplier lambda = c cosh(a/c) = {c * math.cosh(a / c):.6f}",))
 
 
@@ -178,8 +207,7 @@ def catenoid(h: float, R: float) -> Problem:
         why = (f"no catenoid spans rings of radius R={R:g} at x=+-{h:g}: one exists only for h/R <= "
                f"{H_OVER_R_MAX:.4f} (here {h / R:.4f}); the least area is the Goldschmidt solution, two flat "
                f"discs of total area 2 pi R^2 = {disc_area:.6f}, which is not a smooth curve y(x)")
-        return Problem("catenoid", fun, (-h, h), obstruction=why, **common,
-                       description="surface area; the rings are too far apart")
+        return Problem("catenoid", fun, (-h, h), obstruction=why, **common)
     # y = c cosh(x/c) with R = c cosh(h/c); the smaller root t = h/c < T_STAR is the stable catenoid.
     t = brentq(lambda t: math.cosh(t) / t - R / h, 1e-12, T_STAR)
     c = h / t
@@ -187,7 +215,7 @@ def catenoid(h: float, R: float) -> Problem:
     note = (f"the catenoid (area {area:.6f}) beats the Goldschmidt discs (area {disc_area:.6f})" if area < disc_area
             else f"only a local minimum: the Goldschmidt discs have less area ({disc_area:.6f} < {area:.6f})")
     return Problem("catenoid", fun, (-h, h), exact=lambda x: np.array([c * np.cosh(np.asarray(x) / c)]),
-                   exact_J=area, **common, description=f"surface area between rings R={R:g} at x=+-{h:g}",
+                   exact_J=area, **common,
                    notes=(f"neck radius c = {c:.6f}", note))
 
 
@@ -210,7 +238,6 @@ def dido(a: float, length: float) -> Problem:
         "dido", fun, (-a, a), left=((0.0,),), right=((0.0,),), guess=par, multiplier_guess=(-1 / (2 * k),),
         sense="max", exact=exact, exact_J=R * R * (th - math.sin(th) * math.cos(th)),  # circular segment area
         naive=par, naive_J=4 * k * a ** 3 / 3, naive_label="parabola of the same length",
-        description=f"area enclosed by a curve of length {length:g} and the shore between x=+-{a:g}",
         notes=(f"arc radius R = {R:.6f} (multiplier lambda = -R)",))
 
 
@@ -233,7 +260,7 @@ def sphere_geodesic(theta0: float, phi0: float, theta1: float, phi1: float) -> P
         exact_J=float(np.arccos(np.clip(r(t0, p0) @ r(t1, p1), -1, 1))),  # central angle of the two points
         naive=lin, naive_J=path_value(fun, lin, lambda p: np.full((1, np.size(p)), rate), (p0, p1)),
         naive_label="constant dtheta/dphi (a parallel if theta0 = theta1)",
-        description="great-circle arc length on the unit sphere (x axis: longitude phi in radians)")
+        notes=("the x axis is the longitude phi in radians",))
 
 
 # ---------------------------------------------------------------- harmonic oscillator
@@ -256,7 +283,7 @@ def harmonic_oscillator(m: float, k: float, T: float, x0: float, x1: float) -> P
         # Classical action m w ((x0^2 + x1^2) cos wT - 2 x0 x1) / (2 sin wT) (Feynman and Hibbs 1965, eq. 3-59).
         exact_J=m * w * ((x0 ** 2 + x1 ** 2) * math.cos(w * T) - 2 * x0 * x1) / (2 * s),
         naive=line, naive_J=m * (x1 - x0) ** 2 / (2 * T) - k * T * (x0 ** 2 + x0 * x1 + x1 ** 2) / 6,
-        naive_label="uniform motion", description=f"action over [0, {T:g}]; half period pi/omega = {half:.6g}",
+        naive_label="uniform motion",
         notes=((f"T > pi/omega = {half:.6g}: the stationary path is a saddle of the action",) if T > half else ()))
 
 
@@ -267,9 +294,9 @@ def elastic_beam(length: float, EI: float, q: float) -> Problem:
     _require(length > 0 and EI > 0, f"param: length and EI must be > 0, got length={length}, EI={EI}")
     y = sp.Function("y")(X)
     fun = Functional(sp.Float(EI) * y.diff(X, 2) ** 2 / 2 - sp.Float(q) * y, y, X)
+    # y = q x^2 (L - x)^2 / (24 EI) solves EI y'''' = q with clamped ends (Timoshenko and Gere 1961).
     exact = lambda x: np.array([q * np.asarray(x) ** 2 * (length - np.asarray(x)) ** 2 / (24 * EI)])  # noqa: E731
     return Problem(
         "elastic_beam", fun, (0.0, length), left=((0.0, 0.0),), right=((0.0, 0.0),),
         guess=lambda x: np.zeros((1, np.size(x))), exact=exact,
-        exact_J=-q * q * length ** 5 / (1440 * EI),  # -1/2 integral q y dx at equilibrium (Clapeyron's theorem)
-        description="bending energy minus load work; EI y'''' = q with clamped ends (Timoshenko)")
+        exact_J=-q * q * length ** 5 / (1440 * EI))

@@ -21,7 +21,6 @@ from typing import Callable
 
 import numpy as np
 from scipy.integrate import solve_ivp
-from scipy.optimize import brentq
 
 from variational.calculus.extremal import SecondVariation
 from variational.calculus.functional import Functional
@@ -74,7 +73,11 @@ def isoperimetric_conjugate_point(functional: Functional, coeffs: Callable, curv
     operator J[h] = -(P h' + C h)' + C h' + R h of L + lambda G, take u (J u = 0, u = 0, u' = 1)
     and v (J v = psi, v = 0, v' = 0); c is conjugate when h = alpha u + mu v can vanish at c with
     integral_a^c psi h = 0, i.e. when D(c) = u(c) int psi v - v(c) int psi u = 0 (Bolza 1904, ch. 6).
-    D ~ psi^2 (c - a)^4 / (12 P) near a, so the sign of D / (c - a)^4 is tested on a fine grid.
+
+    Near a, D ~ psi(a)^2 (c - a)^4 / (12 P) (or a higher power when psi(a) = 0), so every term is a
+    power of (c - a): the integration keeps a relative accuracy (atol 1e-300, as the states start at
+    0), which gives D its true sign however close to a, and a terminal event on D / (c - a)^4 (with
+    the limit's sign, that of P, at a itself) stops at the first conjugate point.
     """
     from variational.calculus.numeric import constraint_first_variation
 
@@ -90,21 +93,19 @@ def isoperimetric_conjugate_point(functional: Functional, coeffs: Callable, curv
         du, dv = (z[1] - C * z[0]) / P, (z[3] - C * z[2]) / P
         return [du, C * du + R * z[0], dv, C * dv + R * z[2] - s, s * z[0], s * z[2]]
 
-    sol = solve_ivp(rhs, (start, end), [0.0, parts(start)[0], 0.0, 0.0, 0.0, 0.0], rtol=1e-10, atol=1e-14,
-                    dense_output=True, max_step=(end - start) / 50)
+    P0 = parts(start)[0]
+
+    def event(x, z):
+        gap = x - start
+        return float(np.sign(P0)) if gap <= 0 else (z[0] * z[5] - z[2] * z[4]) / gap ** 4
+    event.terminal = True
+
+    sol = solve_ivp(rhs, (start, end), [0.0, P0, 0.0, 0.0, 0.0, 0.0], rtol=1e-10, atol=1e-300, events=event,
+                    max_step=(end - start) / 50)
     if sol.status == -1 or not np.all(np.isfinite(sol.y)):
         raise ValueError(f"Jacobi equation: integration failed ({sol.message})")
-    def det(x):
-        z = sol.sol(x)
-        return (z[0] * z[5] - z[2] * z[4]) / (x - start) ** 4
-
-    xs = np.linspace(start, end, 2001)[20:]  # skip the first 1%: D ~ (x - a)^4 drowns in round-off there
-    D = det(xs)
-    flips = np.nonzero(np.sign(D[1:]) != np.sign(D[:-1]))[0]
-    if not flips.size:
-        return None
-    i = flips[0]
-    return float(brentq(det, xs[i], xs[i + 1], xtol=1e-12))
+    hits = sol.t_events[0]
+    return float(hits[0]) if len(hits) else None
 
 
 def check_second_variation(functional: Functional, curve: Curve, interval: tuple[float, float], sense: str = "min",

@@ -25,13 +25,13 @@ METHODS = ("bvp", "direct")
 
 def solve(problem: Problem, method: str | None = None, *, bvp: BVPConfig = BVPConfig(),
           direct: DirectConfig = DirectConfig(), device: str = "cpu", check: bool = True) -> Extremal:
-    """The extremal of `problem` by `method` ('bvp' or 'direct'; default: the problem's own).
+    """The extremal of `problem` by `method` ('bvp', the default, or 'direct').
 
     check: run the Legendre and Jacobi tests and put their verdict in `Extremal.status`.
     Raises SolveError (or its subclasses NoExtremalError, NotAMinimumError) instead of returning
     a curve the solver did not vouch for.
     """
-    method = method or problem.default_method
+    method = method or "bvp"
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     sol: Solution = solve_bvp_problem(problem, bvp) if method == "bvp" else solve_direct(problem, direct, device)
