@@ -5,7 +5,8 @@ log p(x) = ELBO(q) + KL(q || p(z | x)). Two ways to maximise it:
 
 * "deterministic" (DADVI; Giordano, Ingram and Broderick 2024): fix M draws eps_1..M ~ N(0, I) once;
   the objective (1/M) sum_m log p(T(eps_m)) + H[q] is then an ordinary smooth function of q's
-  parameters, optimised to convergence by L-BFGS or a trust-region Newton-CG method.
+  parameters, optimised to convergence by L-BFGS and a trust-region Newton method (exact Hessian
+  where q has few parameters, Hessian-vector products otherwise).
 * "stochastic" (ADVI; Kucukelbir et al. 2017): fresh draws every step, Adam with a step schedule,
   and a stopping rule that detects when the noisy ELBO has stopped rising; the final parameters are
   the average of the last window of iterates (Polyak and Juditsky 1992).
@@ -53,7 +54,7 @@ class FitConfig:
     k: int = 8  # importance samples per bound when objective="iw"
     estimator: str = "auto"  # "reparam" or "stl"; auto: stl for the stochastic ELBO, else reparam
     draws: int | None = None  # fixed draws (deterministic) or draws per step (stochastic); None: default
-    optimizer: str = "auto"  # deterministic: "lbfgs", "trust-ncg", or "auto" (L-BFGS, then trust-ncg if it stalls)
+    optimizer: str = "auto"  # deterministic: "lbfgs", "trust-ncg", "trust-exact" or "auto" (see choose_optimizer)
     max_iter: int = 1000  # deterministic optimiser iterations
     gtol: float = 1e-6  # deterministic: stop when every gradient entry is below this
     lr: float = 0.05  # stochastic: Adam's first step size
@@ -73,7 +74,7 @@ class FitConfig:
         _choice("method", self.method, METHODS)
         _choice("objective", self.objective, ("elbo", "iw"))
         _choice("estimator", self.estimator, ("auto", "reparam", "stl"))
-        _choice("optimizer", self.optimizer, ("auto", "lbfgs", "trust-ncg"))
+        _choice("optimizer", self.optimizer, ("auto", "lbfgs", "trust-ncg", "trust-exact"))
         _choice("dtype", self.dtype, ("float32", "float64"))
         for name in ("k", "max_iter", "window", "max_steps", "n_eval"):
             if getattr(self, name) < 1:
