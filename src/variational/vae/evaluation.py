@@ -25,6 +25,12 @@ from variational.vae.distributed import Group
 from variational.vae.model import VAE
 
 
+# Decoder rows (image x sample pairs) per pass of the importance-weighted estimate. Passes of ~4k
+# rows keep the buffers in the allocator's reuse range: 50k-row passes spent as much time in the
+# kernel (page faults of fresh buffers) as in the matrix products, and ran 1.6x slower overall.
+DECODER_ROWS = 4096
+
+
 @dataclass
 class Evaluation:
     n_images: int
@@ -72,7 +78,7 @@ def log_px_per_image(model: VAE, x: torch.Tensor, k: int, batch_size: int = 100,
 
     With a `group`, only this rank's rows of each batch are estimated and returned.
     """
-    chunk = max(1, 50_000 // batch_size)  # ~50k decoder rows per pass bounds memory
+    chunk = max(1, DECODER_ROWS // batch_size)
     out = []
     for start in tqdm(range(0, len(x), batch_size), desc=f"log p(x), K={k}", unit="batch",
                       disable=not progress, leave=False):

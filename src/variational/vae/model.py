@@ -69,7 +69,7 @@ class VAE(nn.Module):
 
         The samples are processed `chunk` at a time (running log-sum-exp), so memory stays bounded.
         """
-        chunk = chunk or max(1, 65536 // max(1, x.shape[0]))
+        chunk = chunk or max(1, 4096 // max(1, x.shape[0]))  # see evaluation.DECODER_ROWS
         total = None
         for start in range(0, k, chunk):
             n = min(chunk, k - start)
