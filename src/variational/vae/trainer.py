@@ -337,7 +337,7 @@ def _describe_group(group: distributed.Group | None, config: VAEConfig) -> str:
 
 
 def _format_row(row: dict, epochs: int) -> str:
-    text = (f"epoch {row['epoch']:>3}/{epochs}  train -ELBO {row['train_loss']:8.2f}  "
+    text = (f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:8.2f}  "
             f"test ELBO {row['test_elbo']:8.2f} nats  ({row['seconds']:.1f}s)")
     if "val_elbo" in row:
         text += f"  val ELBO {row['val_elbo']:8.2f}"
