@@ -52,4 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Under `python -m variational.cli` this file is __main__: run the imported module's main, so the
+    # front ends' UserError is the class main() catches.
+    from variational.cli import main as _main
+
+    raise SystemExit(_main())

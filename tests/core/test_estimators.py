@@ -1,18 +1,12 @@
 """Estimator identities: the IW bound at K = 1 is the ELBO; STL and reparameterised gradients agree."""
 
+import math
+
 import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
-from variational.core import FullRank, MeanField, detached_log_prob, elbo_monte_carlo, surrogate_elbo
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from variational.core import FullRank, MeanField, detached_log_prob, elbo_monte_carlo, iw_bound, surrogate_elbo
 
 
 # A correlated 2-D Gaussian target that a mean-field q cannot match, so the ELBO gradient is not zero.
@@ -32,12 +26,38 @@ def test_iw_bound_with_k_equal_one_is_the_elbo_in_value_and_gradient():
     q = _q()
     z, log_q = q.rsample_and_log_prob(256, torch.Generator().manual_seed(0))
     log_p = TARGET.log_prob(z)
-    elbo, iw = elbo_monte_carlo(log_p, log_q), surrogate_elbo(log_p, log_q, k=1)
-    torch.testing.assert_close(iw, elbo, rtol=0, atol=1e-12)
-    # Also through the grouped path: 256 groups of one draw each.
-    log_w = (log_p - log_q).reshape(256, 1)
-    grouped = torch.logsumexp(log_w, 1).mean()
-    torch.testing.assert_close(_grad(grouped, q), _grad(elbo, q), rtol=1e-10, atol=1e-12)
+    elbo = elbo_monte_carlo(log_p, log_q)
+    # The library's iw_bound on each single draw (K = 1: a log-mean-exp over one weight), averaged.
+    per_draw = torch.stack([iw_bound(log_p[i : i + 1], log_q[i : i + 1]) for i in range(256)]).mean()
+    torch.testing.assert_close(per_draw, elbo, rtol=0, atol=1e-12)  # float64: equal up to rounding
+    torch.testing.assert_close(_grad(per_draw, q), _grad(elbo, q), rtol=1e-10, atol=1e-12)
+    # And against the plain definition, computed without the library: mean of log p - log q.
+    plain = sum(a - b for a, b in zip(log_p.tolist(), log_q.tolist())) / 256
+    assert elbo.item() == pytest.approx(plain, abs=1e-12)
+
+
+def test_grouped_iw_objective_groups_consecutive_draws():
+    # 3 batch columns, 4 groups of k = 3 consecutive draws each (the documented layout): computed
+    # independently with Python floats and math.log/exp. Weights vary strongly along dim 0, so the
+    # other groupings (strided, or across columns) give different values.
+    g = torch.Generator().manual_seed(4)
+    log_p = 3.0 * torch.randn(12, 3, generator=g, dtype=torch.float64)
+    log_q = torch.randn(12, 3, generator=g, dtype=torch.float64)
+    w = (log_p - log_q).tolist()
+    expected = []
+    for col in range(3):
+        bounds = [math.log(sum(math.exp(w[3 * grp + j][col]) for j in range(3)) / 3) for grp in range(4)]
+        expected.append(sum(bounds) / 4)
+    got = surrogate_elbo(log_p, log_q, k=3)
+    assert got.shape == (3,)
+    torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
+    strided = torch.stack([iw_bound(log_p[i::4], log_q[i::4]) for i in range(4)]).mean(0)
+    assert (got - strided).abs().min() > 1e-3  # the test can tell the groupings apart
+    # iw_bound over all 12 draws of a column is log-mean-exp of its 12 weights.
+    col0 = math.log(sum(math.exp(row[0]) for row in w) / 12)
+    assert float(iw_bound(log_p, log_q)[0]) == pytest.approx(col0, abs=1e-12)
+    with pytest.raises(ValueError, match="not a multiple of k=5"):
+        surrogate_elbo(log_p, log_q, k=5)
 
 
 def test_iw_bound_grows_with_k_towards_log_evidence():

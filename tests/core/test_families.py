@@ -6,15 +6,6 @@ import torch
 from variational.core import FullRank, LowRank, MeanField, detached_log_prob, make_family
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: one intra-op thread is faster, and fair to the other jobs sharing the cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _perturbed(name: str, dim: int = 4):
     """A family with non-trivial parameters (not the symmetric starting point)."""
     q = make_family(name, dim, scale=0.7).double()

@@ -27,13 +27,8 @@ FLAGS = ["--hidden", "64", "--latent-dim", "4", "--batch-size", "101", "--binari
 CONFIG = VAEConfig(hidden=[64], latent_dim=4, batch_size=101, binarize="dynamic", iw_k=3, epochs=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # As the ranks run (torchrun sets OMP_NUM_THREADS=1); on this shared 2-core machine also far faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The in-process single-rank runs use one torch thread, as the ranks do (torchrun sets
+# OMP_NUM_THREADS=1): tests/conftest.py sets it for the whole suite.
 
 
 # --- shares of a global batch (no process group needed) ---------------------------------------

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy import integrate
+from scipy import integrate, stats
 from sklearn.mixture import BayesianGaussianMixture
 from torch.distributions import Dirichlet, Gamma, MultivariateNormal, Normal, Wishart
 
@@ -27,13 +27,25 @@ from variational.vi.cavi import (
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These problems are tiny; on a shared, loaded CPU, OpenMP thread hand-offs cost more than the work.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# torch's Gamma, Dirichlet, Wishart and MultivariateNormal samplers take no generator, so the Monte
+# Carlo checks draw from NumPy/SciPy with an explicit numpy Generator, or transform torch.randn with one.
+
+
+def gamma_draws(q: Gamma, n: int, rng: np.random.Generator) -> torch.Tensor:
+    return torch.as_tensor(rng.gamma(q.concentration.numpy(), 1.0 / q.rate.numpy(), size=(n, *q.batch_shape)), dtype=D64)
+
+
+def mvn_draws(q: MultivariateNormal, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
+    """loc + L eps with eps ~ N(0, I) from `g`: draws of shape (*shape, *batch, D)."""
+    eps = torch.randn(*shape, *q.batch_shape, *q.event_shape, generator=g, dtype=D64)
+    return q.loc + (q.scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
+
+
+def wishart_draws(q: Wishart, n: int, rng: np.random.Generator) -> torch.Tensor:
+    """(n, K, D, D) draws of a batch of K Wishart factors, by SciPy's sampler."""
+    cov = q.covariance_matrix.numpy()
+    per_k = [stats.wishart(df=float(q.df[k]), scale=cov[k]).rvs(size=n, random_state=rng) for k in range(len(cov))]
+    return torch.as_tensor(np.stack(per_k, axis=1), dtype=D64)
 
 
 def assert_monotone(trace: list[float]) -> None:
@@ -80,10 +92,10 @@ def test_normal_gamma_elbo_is_log_evidence_minus_kl_to_exact_posterior():
     # log p(x) - ELBO = KL(q || p(mu, tau | x)): exact log evidence, KL by Monte Carlo.
     x, prior = normal_data(12, seed=1), NormalGammaPrior(mean=0.0, kappa=0.5, shape=2.0, rate=1.0)
     fit, exact = cavi_normal_gamma(x, prior), normal_gamma_posterior(x, prior)
-    g = torch.Generator().manual_seed(0)
+    g, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
     n = 200_000
     mu = fit.q_mu.mean + fit.q_mu.stddev * torch.randn(n, generator=g, dtype=D64)
-    tau = torch._standard_gamma(fit.q_tau.concentration.expand(n)) / fit.q_tau.rate  # no generator arg in torch's Gamma.sample
+    tau = gamma_draws(fit.q_tau, n, rng)
     log_post = exact.tau().log_prob(tau) + Normal(exact.mean, (exact.kappa * tau).rsqrt()).log_prob(mu)
     kl_draws = fit.q_mu.log_prob(mu) + fit.q_tau.log_prob(tau) - log_post
     assert fit.elbo[-1] < exact.log_evidence
@@ -152,9 +164,9 @@ def test_linear_regression_elbo_matches_monte_carlo():
     fit = cavi_linear_regression(X, y, prior)
     assert fit.converged
     assert_monotone(fit.elbo)
-    torch.manual_seed(0)  # torch's Gamma and MultivariateNormal samplers take no generator
+    g, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
     n = 100_000
-    w, alpha, beta = fit.q_w.sample((n,)), fit.q_alpha.sample((n,)), fit.q_beta.sample((n,))
+    w, alpha, beta = mvn_draws(fit.q_w, (n,), g), gamma_draws(fit.q_alpha, n, rng), gamma_draws(fit.q_beta, n, rng)
     resid = ((y - w @ X.T) ** 2).sum(1)
     log_p = (0.5 * len(y) * (beta.log() - math.log(2 * math.pi)) - 0.5 * beta * resid
              + Normal(0.0, alpha.rsqrt()[:, None]).log_prob(w).sum(1)
@@ -215,9 +227,6 @@ def test_gaussian_mixture_matches_sklearn():
     assert ours.elbo[-1] == pytest.approx(sk.lower_bound_ + const, abs=1e-8)
 
 
-# torch's Wishart.rsample tests `support.check(sample)` without negating it, so it warns about and
-# redraws valid samples; the redraws are still exact Wishart draws.
-@pytest.mark.filterwarnings("ignore:Singular sample detected")
 def test_gaussian_mixture_elbo_matches_monte_carlo_away_from_optimum():
     # A deliberately poor start (random soft responsibilities) and two sweeps: the closed-form
     # ELBO must still equal E_q[log p(X, Z, pi, mu, Lambda) - log q], estimated by sampling.
@@ -225,14 +234,14 @@ def test_gaussian_mixture_elbo_matches_monte_carlo_away_from_optimum():
     # proportional to exp E_Z log p), so a few hundred draws pin it down to rounding: any wrong
     # constant or sign in the closed form shows up.
     X = torch.as_tensor(mixture_data(1), dtype=D64)
-    g = torch.Generator().manual_seed(0)
-    init = torch.distributions.Dirichlet(torch.ones(3, dtype=D64)).sample((len(X),))
+    g, rng = torch.Generator().manual_seed(0), np.random.default_rng(1)
+    init = torch.as_tensor(rng.dirichlet(np.ones(3), size=len(X)), dtype=D64)
     fit = cavi_gaussian_mixture(X, 3, PRIOR, CAVIConfig(max_iter=2), init=init, generator=g)
     assert not fit.converged and len(fit.elbo) == 2 and fit.elbo[1] >= fit.elbo[0]
-    torch.manual_seed(1)
     s = 500
-    pi, lam = fit.weights.sample((s,)), fit.precisions.sample((s,))  # (S, K), (S, K, D, D)
-    mu = MultivariateNormal(fit.means, precision_matrix=fit.mean_precision[:, None, None] * lam).sample()
+    pi = torch.as_tensor(rng.dirichlet(fit.weights.concentration.numpy(), size=s), dtype=D64)  # (S, K)
+    lam = wishart_draws(fit.precisions, s, rng)  # (S, K, D, D)
+    mu = mvn_draws(MultivariateNormal(fit.means, precision_matrix=fit.mean_precision[:, None, None] * lam), (), g)
     r = fit.responsibilities
     log_lik = MultivariateNormal(mu[:, None], precision_matrix=lam[:, None]).log_prob(X[None, :, None])  # (S, N, K)
     e_log_joint_z = (r * (pi.log()[:, None] + log_lik)).sum((1, 2)) - torch.xlogy(r, r).sum()

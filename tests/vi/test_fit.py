@@ -8,16 +8,10 @@ import torch
 from torch.distributions import Cauchy, Gamma, MultivariateNormal, Normal, constraints
 
 from variational import vi
+from variational.core.families import MeanField
+from variational.vi.deterministic import moment_matched_noise
 
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # Bayesian linear regression with known noise: w ~ N(0, 4 I), y ~ N(A w, 0.5^2 I). The posterior is
@@ -153,3 +147,103 @@ def test_flow_beats_gaussians_on_a_skewed_posterior():
     assert flow.elbo < 0.0 + 3 * flow.elbo_se  # the ELBO is a lower bound on log p(x) = 0
     # The IW estimate with 4000 draws is tighter than the ELBO and still below log p(x) = 0 (up to MC error).
     assert flow.elbo < flow.log_evidence(4000) < 0.02
+
+
+@pytest.mark.parametrize("optimizer", ["auto", "lbfgs", "trust-ncg", "trust-exact"])
+def test_non_finite_start_of_the_fixed_draw_objective_is_an_error(optimizer):
+    # log(0.04 - a^2) is defined for |a| < 0.2 only; a is unconstrained and q starts at N(0, 0.1^2), so
+    # some of the 64 fixed draws fall outside. Optimisers given that start used to stop at once and report
+    # "converged" with an ELBO of -inf.
+    model = vi.Model(lambda p: torch.log(0.04 - p["a"] ** 2), {"a": constraints.real}, name="bounded")
+    # The same fixed draws fit() takes (seed 0: the generator's first use), counted independently.
+    eps = moment_matched_noise(MeanField(1).double(), 64, torch.Generator().manual_seed(0))
+    outside = int(((0.1 * eps).abs() >= 0.2).sum())
+    assert 0 < outside < 64
+    with pytest.raises(vi.ModelError, match=f"not finite at {outside} of the 64 fixed draws .*varying 'a'.*constraint"):
+        vi.fit(model, seed=0, optimizer=optimizer)
+
+
+@pytest.mark.parametrize("family, optimizer", [("meanfield", "auto"), ("fullrank", "lbfgs"),
+                                               ("meanfield", "trust-ncg"), ("fullrank", "trust-exact")])
+def test_improper_posterior_is_named(family, optimizer):
+    # The log density is flat in a: the ELBO rises without bound as q's sd for a grows. It used to end
+    # in scipy's "array must not contain infs or NaNs" (trust-exact) or a reported sd of 6e307 (L-BFGS).
+    model = vi.Model(lambda p: 0 * p["a"] + Normal(0.0, 1.0).log_prob(p["b"]),
+                     {"a": constraints.real, "b": constraints.real})
+    with pytest.raises(vi.ModelError, match="q's scale for parameter 'a' diverges: .*improper"):
+        vi.fit(model, family=family, optimizer=optimizer, seed=0)
+
+
+def test_a_fit_ending_on_a_non_finite_objective_is_not_converged():
+    # The density turns NaN everywhere after its 10th evaluation (a model that breaks mid-fit): the
+    # optimiser then sees only the large stand-in value with a zero gradient, which L-BFGS reports as
+    # "CONVERGENCE: NORM OF PROJECTED GRADIENT <= PGTOL". That must not read as converged.
+    calls = [0]
+
+    def log_joint(p):
+        calls[0] += 1
+        value = Normal(3.0, 1.0).log_prob(p["a"])
+        return value if calls[0] <= 10 else value + torch.nan
+
+    post = vi.fit(vi.Model(log_joint, {"a": constraints.real}), optimizer="lbfgs", seed=0)
+    assert not post.info.converged and "the objective is nan there" in post.info.message
+
+
+def test_deterministic_importance_weighted_fit_is_refused():
+    with pytest.raises(ValueError, match="objective='iw' needs method='stochastic'"):
+        vi.fit(conjugate_model(), method="deterministic", objective="iw")
+
+
+def test_partial_init_starts_inside_the_support():
+    # log(a - 2) is NaN at the default start a = exp(0) = 1; init a = 3 fixes it, b keeps z = 0.
+    model = vi.Model(lambda p: torch.log(p["a"] - 2.0) - p["a"] + Normal(0.0, 1.0).log_prob(p["b"]),
+                     {"a": constraints.positive, "b": constraints.real})
+    with pytest.raises(vi.ModelError, match="check parameter 'a'.*--init NAME=VALUE"):
+        vi.fit(model, seed=0)
+    post = vi.fit(model, seed=0, init={"a": 3.0}, init_scale=0.01)
+    assert post.info.converged and float(post.q.mean()[1]) == pytest.approx(0.0, abs=1e-5)  # b's exact mean 0
+
+
+def _posterior_at(log_joint, sd=0.1):
+    """A Posterior whose q is N(0, sd^2) over one real parameter a (no fit: q fixed by hand)."""
+    model = vi.Model(log_joint, {"a": constraints.real})
+    q = MeanField(1, scale=sd).double()
+    info = vi.FitInfo("meanfield", "deterministic", True, "set by hand", 0, 0, 0, 0.0, 0)
+    return vi.Posterior(model, q, info, seed=0, n_eval=2000)
+
+
+# Share of N(0, 0.1^2) draws beyond 0.15 is P(Z > 1.5) = 0.0668; with 2000 draws its sd is 0.0056, so 4 sd = 0.023.
+TAIL, TAIL_TOL = 0.0668, 0.023
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf], ids=["nan", "plus-inf"])
+def test_nan_and_plus_inf_log_densities_are_not_hidden(bad):
+    post = _posterior_at(lambda p: Normal(0.0, 1.0).log_prob(p["a"]) + torch.where(p["a"] > 0.15, bad, 0.0))
+    assert post.non_finite_share == pytest.approx(TAIL, abs=TAIL_TOL)
+    assert math.isnan(post.elbo) if math.isnan(bad) else post.elbo == math.inf
+    with pytest.warns(RuntimeWarning, match=r"k-hat = inf > 0.7.*at \d+\.\d% of 2000 draws from q.*constraint"):
+        assert post.khat == math.inf
+    record = post.to_dict(n=200)
+    assert record["khat_ok"] is False and not post.trustworthy
+
+
+def test_minus_inf_is_a_zero_weight_but_not_trusted():
+    # -inf: q reaches where the model has no mass. PSIS treats those as zero weights (a finite k-hat),
+    # but the ELBO is -inf, so the fit is not to be trusted whatever k-hat says.
+    post = _posterior_at(lambda p: Normal(0.0, 1.0).log_prob(p["a"]) + torch.where(p["a"] > 0.15, -math.inf, 0.0))
+    assert post.elbo == -math.inf and post.non_finite_share == pytest.approx(TAIL, abs=TAIL_TOL)
+    with pytest.warns(RuntimeWarning, match=r"-inf at \d+\.\d% of 2000 draws"):
+        k = post.khat
+    assert math.isfinite(k) and post.to_dict(n=200)["khat_ok"] is False
+
+
+def test_lazy_package_exports_the_function_not_the_module():
+    # `fit` lives in variational.vi.fitting: a module named `fit` would replace the function on the
+    # package once imported. Importing the module first must leave vi.fit the function.
+    import variational.vi.fitting as fitting
+    from variational.core.families import FAMILIES
+    from variational.vi import choices
+
+    assert vi.fit is fitting.fit and callable(vi.fit)
+    assert set(vi.__all__) >= {"Model", "ModelError", "Posterior", "FitInfo", "FitConfig", "fit", "posteriordb"}
+    assert choices.FAMILIES == tuple(FAMILIES)  # the CLI's choices are the engine's families

@@ -2,22 +2,18 @@
 
 import argparse
 import json
+import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-import torch
+from scipy.stats import norm
 
+from variational.cli import UserError
 from variational.vi import cli
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "eight_schools_model.py"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _run(argv):
@@ -37,7 +33,10 @@ def test_fit_json_end_to_end(capsys, tmp_path):
     # posteriordb reference (NUTS): E[mu] = 4.4, sd 3.3. Mean field gets the location within a third of an sd.
     assert abs(record["summary"]["mu"]["mean"] - 4.4) < 1.1
     assert record["summary"]["tau"]["5%"] > 0  # constrained scale
-    assert record["elbo"] < 0 and 0 < record["khat"] < 1.5 and record["time_s"] > 0
+    # k-hat measured 0.55 at seed 0 and 0.35-0.69 over seeds 0-7 (2000 draws each): mean field is usable
+    # with care on non-centred eight schools (docs/vi.md), so below the 0.7 warning, and above 0.3.
+    assert 0.3 < record["khat"] < 0.7 and record["khat_ok"] is True
+    assert record["elbo"] < 0 and record["non_finite_share"] == 0 and record["time_s"] > 0
     assert picture.stat().st_size > 10_000  # a real PNG with 11 panels, not an empty file
 
 
@@ -55,3 +54,71 @@ def test_missing_file_and_missing_model_are_named(tmp_path):
     empty.write_text("x = 1\n")
     with pytest.raises(ValueError, match="must define `model = variational.vi.Model"):
         _run(["fit", str(empty)])
+
+
+def _model_file(tmp_path, name, body):
+    path = tmp_path / name
+    path.write_text("import math\nimport torch\nfrom torch.distributions import Normal, constraints\n"
+                    "from variational import vi\n" + body)
+    return path
+
+
+def test_non_finite_results_give_strict_json_and_no_ok(capsys, tmp_path):
+    # A normal truncated at 2 without a constraint saying so: draws from q beyond 2 have log density -inf.
+    path = _model_file(tmp_path, "trunc.py", "model = vi.Model(lambda p: Normal(0.0, 1.0).log_prob(p['a'])"
+                       " + torch.where(p['a'] > 2.0, -math.inf, 0.0), {'a': constraints.real})\n")
+    assert _run(["fit", str(path), "--json"]) == 0
+    out = capsys.readouterr().out
+    record = json.loads(out, parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))
+    assert record["elbo"] is None and record["khat_ok"] is False
+    # The share of q's 2000 draws beyond 2, against q's own tail mass (Gaussian q; 4 binomial sds).
+    a = record["summary"]["a"]
+    tail = norm.sf(2.0, a["mean"], a["sd"])
+    assert 0 < tail and abs(record["non_finite_share"] - tail) < 4 * math.sqrt(tail * (1 - tail) / 2000) + 0.002
+    assert _run(["fit", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "NOT TRUSTWORTHY: the log density is -inf at" in text and " ok" not in text
+
+
+@pytest.mark.parametrize("body, where", [
+    ("x = (\n", r"broken\.py:5: SyntaxError: '\(' was never closed"),
+    ("import no_such_module_here\n", r"broken\.py:5: ModuleNotFoundError: No module named 'no_such_module_here'"),
+    ("model = vi.Model(lambda p: p['a'], {'a': 'real'})\n", r"broken\.py:5: ModelError: parameter 'a': 'real' is not"),
+])
+def test_broken_model_file_is_one_line_naming_the_line(tmp_path, body, where):
+    path = _model_file(tmp_path, "broken.py", body)
+    with pytest.raises(UserError, match=where) as err:
+        _run(["fit", str(path)])
+    assert "\n" not in str(err.value)
+
+
+def test_init_objective_and_estimator_options(capsys, tmp_path):
+    # log(a - 2) is NaN at the default start a = 1: the error advises --init, which then works.
+    path = _model_file(tmp_path, "shifted.py", "model = vi.Model(lambda p: torch.log(p['a'] - 2.0) - p['a'], "
+                       "{'a': constraints.positive})\n")
+    with pytest.raises(ValueError, match="check parameter 'a'.*--init NAME=VALUE"):
+        _run(["fit", str(path)])
+    assert _run(["fit", str(path), "--init", "a=3", "--json"]) == 0
+    # p(a) = (a - 2) e^-a on a > 2 is 2 + Gamma(2, 1); q is log-normal on a, so only roughly: mean 4 +- 0.3.
+    assert json.loads(capsys.readouterr().out)["summary"]["a"]["mean"] == pytest.approx(4.0, abs=0.3)
+    with pytest.raises(ValueError, match="--init 'a': expected NAME=VALUE"):
+        _run(["fit", str(path), "--init", "a"])
+    with pytest.raises(ValueError, match="objective='iw' needs method='stochastic'"):
+        _run(["fit", str(path), "--init", "a=3", "--objective", "iw", "--method", "deterministic"])
+    with pytest.raises(ValueError, match="estimator='stl' is biased"):
+        _run(["fit", str(path), "--init", "a=3", "--objective", "iw", "--estimator", "stl"])
+    normal = _model_file(tmp_path, "normal.py", "model = vi.Model(lambda p: Normal(1.0, 2.0).log_prob(p['x']), "
+                         "{'x': constraints.real})\n")
+    assert _run(["fit", str(normal), "--objective", "iw", "--k", "4", "--estimator", "reparam", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["fit"]["method"] == "stochastic" and record["fit"]["converged"]
+    # q = N(1, 2^2) is the exact posterior; Adam noise: mean within 0.2 and sd within 15% (5000 summary draws add ~3%).
+    assert record["summary"]["x"]["mean"] == pytest.approx(1.0, abs=0.2)
+    assert record["summary"]["x"]["sd"] == pytest.approx(2.0, rel=0.15)
+
+
+def test_help_imports_neither_torch_nor_scipy():
+    code = ("import sys, variational.cli as c; c.build_parser(); "
+            "print(sorted(m for m in ('torch', 'scipy', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -12,14 +12,6 @@ from variational.vi.hessian import fixed_draw_hessian
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def skewed_model():
     """A non-Gaussian 3-dim posterior: a positive scale and two locations, Gamma prior, normal data."""
     y = torch.tensor([0.3, -1.2, 0.8, 2.1, 0.4], dtype=F64)

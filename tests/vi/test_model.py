@@ -12,14 +12,6 @@ from variational.vi import Model, ModelError
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _simple():
     return Model(
         lambda p: Exponential(1.0).log_prob(p["tau"]) + Dirichlet(torch.ones(3, dtype=F64)).log_prob(p["pi"])
@@ -57,8 +49,41 @@ def test_parameter_not_in_spec_is_named():
 
 def test_parameter_never_read_is_named():
     m = Model(lambda p: Normal(0.0, 1.0).log_prob(p["mu"]), {"mu": constraints.real, "extra": constraints.positive})
-    with pytest.raises(ModelError, match="parameter 'extra' is in the spec but log_joint never reads it"):
+    with pytest.raises(ModelError, match="parameter 'extra' is in the spec but the log density does not depend on it"):
         m.check(torch.zeros(2))
+    # Read, but only through .item(): no gradient reaches it, so VI could not fit it either.
+    m = Model(lambda p: Normal(0.0, 1.0).log_prob(p["mu"]) + 0.0 * p["extra"].item(),
+              {"mu": constraints.real, "extra": constraints.positive})
+    with pytest.raises(ModelError, match="parameter 'extra' is in the spec but the log density does not depend"):
+        m.check(torch.zeros(2))
+
+
+def _mu_sigma(mu, sigma):
+    return Normal(0.0, 1.0).log_prob(mu) + Exponential(1.0).log_prob(sigma)
+
+
+@pytest.mark.parametrize("log_joint", [
+    lambda p: _mu_sigma(p.get("mu"), p.get("sigma")),
+    lambda p: _mu_sigma(**p),
+    lambda p: _mu_sigma(*p.values()),
+    lambda p: _mu_sigma(*[v for _, v in p.items()]),
+    lambda p: _mu_sigma(*[p[k] for k in p.keys()]),
+    lambda p: _mu_sigma(*[p[k] for k in p]),
+], ids=["get", "unpack", "values", "items", "keys", "iterate"])
+def test_every_way_of_reading_the_params_counts(log_joint):
+    m = Model(log_joint, {"mu": constraints.real, "sigma": constraints.positive})
+    # At z = (0.5, 0): mu = 0.5, sigma = 1, log |d sigma / dz| = 0.
+    expected = float(Normal(0.0, 1.0).log_prob(torch.tensor(0.5)) + Exponential(1.0).log_prob(torch.tensor(1.0)))
+    assert m.check(torch.tensor([0.5, 0.0], dtype=F64)) == pytest.approx(expected, abs=1e-6)  # float32 constants in the model
+
+
+def test_unconstrain_keeps_float64_and_rejects_unknown_names():
+    m = Model(lambda p: Normal(0.0, 1.0).log_prob(p["tau"]), {"tau": constraints.positive})
+    # 1 + 1e-12 is lost in float32 (spacing 1.2e-7): the old cast through the default dtype gave z = 0 exactly.
+    z = m.unconstrain({"tau": 1.0 + 1e-12})
+    assert z.dtype == F64 and float(z) == pytest.approx(1e-12, rel=1e-3)
+    with pytest.raises(ModelError, match="init names parameter 'sigma', which is not in the spec"):
+        m.unconstrain({"tau": 1.0, "sigma": 2.0})
 
 
 def test_shape_mismatch_is_named():

@@ -28,15 +28,6 @@ WITH_REFERENCE = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small tensors on a shared, loaded CPU: OpenMP hand-offs between threads cost more than the work.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def entries():
     return {name: pdb.load(name) for name in pdb.names()}

@@ -82,6 +82,17 @@ class Family(nn.Module):
         """Covariance of q (closed form for the Gaussian families)."""
         raise NotImplementedError
 
+    def marginal_log_scale(self) -> Tensor:
+        """log sd of each coordinate of z under q (the fit watches it to detect an improper posterior)."""
+        return 0.5 * self.covariance().diagonal().log()
+
+
+def _location_and_log_scale(dim: int, loc: Tensor | None, scale: float | Tensor) -> tuple[nn.Parameter, nn.Parameter]:
+    """q's starting location (zeros, or `loc`) and per-coordinate log scale (log `scale`), as parameters."""
+    location = nn.Parameter(torch.zeros(dim) if loc is None else loc.detach().clone().reshape(dim))
+    log_scale = nn.Parameter(torch.log(torch.as_tensor(scale, dtype=location.dtype)).expand(dim).clone())
+    return location, log_scale
+
 
 class MeanField(Family):
     """q(z) = prod_i N(z_i | m_i, s_i^2): the texts' fully factorised Gaussian."""
@@ -89,8 +100,7 @@ class MeanField(Family):
     def __init__(self, dim: int, loc: Tensor | None = None, scale: float | Tensor = 0.1) -> None:
         super().__init__()
         self.dim = self.noise_dim = dim
-        self.loc = nn.Parameter(torch.zeros(dim) if loc is None else loc.detach().clone().reshape(dim))
-        self.log_scale = nn.Parameter(torch.log(torch.as_tensor(scale, dtype=self.loc.dtype)).expand(dim).clone())
+        self.loc, self.log_scale = _location_and_log_scale(dim, loc, scale)
 
     def transform_noise(self, eps: Tensor) -> Tensor:
         return self.loc + eps * self.log_scale.exp()
@@ -116,6 +126,9 @@ class MeanField(Family):
     def covariance(self) -> Tensor:
         return torch.diag_embed(self.log_scale.exp().pow(2))
 
+    def marginal_log_scale(self) -> Tensor:
+        return self.log_scale
+
 
 class FullRank(Family):
     """q(z) = N(m, L L^T) with L lower triangular with positive diagonal (exp of a free vector)."""
@@ -123,8 +136,7 @@ class FullRank(Family):
     def __init__(self, dim: int, loc: Tensor | None = None, scale: float | Tensor = 0.1) -> None:
         super().__init__()
         self.dim = self.noise_dim = dim
-        self.loc = nn.Parameter(torch.zeros(dim) if loc is None else loc.detach().clone().reshape(dim))
-        self.log_diag = nn.Parameter(torch.log(torch.as_tensor(scale, dtype=self.loc.dtype)).expand(dim).clone())
+        self.loc, self.log_diag = _location_and_log_scale(dim, loc, scale)
         self.off_diag = nn.Parameter(torch.zeros(dim * (dim - 1) // 2, dtype=self.loc.dtype))
         self.register_buffer("_rows", torch.tril_indices(dim, dim, -1)[0], persistent=False)
         self.register_buffer("_cols", torch.tril_indices(dim, dim, -1)[1], persistent=False)
@@ -164,8 +176,7 @@ class LowRank(Family):
         if rank < 1:
             raise ValueError(f"rank must be >= 1, got {rank}")
         self.dim, self.rank, self.noise_dim = dim, rank, dim + rank
-        self.loc = nn.Parameter(torch.zeros(dim) if loc is None else loc.detach().clone().reshape(dim))
-        self.log_diag = nn.Parameter(torch.log(torch.as_tensor(scale, dtype=self.loc.dtype)).expand(dim).clone())
+        self.loc, self.log_diag = _location_and_log_scale(dim, loc, scale)
         # A small random-free start: W = 0 would be a saddle for W's gradient, so seed it with a tiny, fixed pattern.
         w = 1e-3 * torch.cos(torch.arange(dim * rank, dtype=self.loc.dtype)).reshape(dim, rank)
         self.cov_factor = nn.Parameter(w)
@@ -216,8 +227,7 @@ class Flow(Family):
         with _fork_rng(generator):
             self.flow = zuko.flows.NSF(dim, transforms=transforms, bins=bins, passes=2 if dim > 1 else None,
                                        hidden_features=[hidden, hidden])
-        self.loc = nn.Parameter(torch.zeros(dim) if loc is None else loc.detach().clone().reshape(dim))
-        self.log_scale = nn.Parameter(torch.log(torch.as_tensor(scale, dtype=self.loc.dtype)).expand(dim).clone())
+        self.loc, self.log_scale = _location_and_log_scale(dim, loc, scale)
 
     def transform_noise(self, eps: Tensor) -> Tensor:
         return self._sample_with_log_det(eps)[0]
@@ -240,6 +250,10 @@ class Flow(Family):
     def log_prob(self, z: Tensor) -> Tensor:
         y = (z - self.loc) * torch.exp(-self.log_scale)
         return self.flow().log_prob(y) - self.log_scale.sum()
+
+    def marginal_log_scale(self) -> Tensor:
+        """The final affine map's log scale: the flow's spread up to the spline layers' bounded stretch."""
+        return self.log_scale
 
     def mean(self) -> Tensor:
         """Monte Carlo mean from 4096 draws (fixed seed, so repeated calls agree)."""

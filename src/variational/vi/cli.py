@@ -1,6 +1,7 @@
 """`variational fit MODEL.py`: fit q to the posterior of the `model` a Python file defines.
 
-Heavy imports (torch, the fitting code) happen when the command runs, so `--help` stays fast.
+Only the standard library and `variational.vi.choices` are imported here; torch, SciPy and the
+engine are imported when the command runs, so `variational --help` stays fast.
 """
 
 from __future__ import annotations
@@ -8,14 +9,20 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import sys
 import time
+import traceback
 from pathlib import Path
+
+from variational.vi.choices import ESTIMATORS, FAMILIES, METHODS, OBJECTIVES
 
 EXAMPLES = """examples:
   variational fit examples/eight_schools_model.py
   variational fit examples/eight_schools_model.py --family fullrank --plot eight_schools.png
   variational fit examples/eight_schools_model.py --family flow --method stochastic --seed 1
+  variational fit examples/eight_schools_model.py --objective iw --k 8
+  variational fit examples/eight_schools_model.py --init tau=2 --init theta_trans=0,0,0,0,0,0,0,0
   variational fit examples/eight_schools_model.py --json > fit.json
 
 MODEL.py must define `model = variational.vi.Model(log_joint, spec)`; see examples/eight_schools_model.py.
@@ -31,18 +38,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model_file", metavar="MODEL.py", help="a Python file that defines `model` (a variational.vi.Model)")
-    p.add_argument("--family", default="meanfield", choices=["meanfield", "fullrank", "lowrank", "flow"])
-    p.add_argument("--method", default="auto", choices=["auto", "deterministic", "stochastic"],
-                   help="auto: deterministic (DADVI, L-BFGS) for Gaussian families, stochastic (Adam) for flows")
+    p.add_argument("--family", default="meanfield", choices=FAMILIES)
+    p.add_argument("--method", default="auto", choices=METHODS,
+                   help="auto: deterministic (DADVI: L-BFGS, then trust-region Newton) for the ELBO of Gaussian "
+                        "families, stochastic (Adam) for flows and the IW bound")
+    p.add_argument("--objective", default="elbo", choices=OBJECTIVES,
+                   help="elbo, or iw: the importance-weighted bound with K draws (stochastic method only)")
+    p.add_argument("--k", type=int, default=8, metavar="K", help="importance draws per bound with --objective iw (default 8)")
+    p.add_argument("--estimator", default="auto", choices=ESTIMATORS,
+                   help="gradient estimator: reparam, or stl (sticking the landing; stochastic ELBO only); "
+                        "auto: stl for the stochastic ELBO, else reparam")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--draws", type=int, help="fixed draws (deterministic) or draws per step (stochastic)")
+    p.add_argument("--init", action="append", default=[], metavar="NAME=VALUE",
+                   help="starting value of a parameter on its constrained scale (repeatable; a vector as "
+                        "comma-separated values); parameters not given start at the unconstrained origin")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--plot", metavar="FILE", help="write a PNG of the marginals and the objective trace")
     p.set_defaults(handler=run_fit)
 
 
+def parse_init(items: list[str]) -> dict[str, float | list[float]]:
+    """['tau=2', 'theta=0,1'] -> {'tau': 2.0, 'theta': [0.0, 1.0]}; a malformed item raises ValueError naming it."""
+    init: dict[str, float | list[float]] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        try:
+            values = [float(v) for v in text.split(",")] if sep and name.strip() else None
+        except ValueError:
+            values = None
+        if values is None:
+            raise ValueError(f"--init {item!r}: expected NAME=VALUE or NAME=V1,V2,... with numbers")
+        init[name.strip()] = values[0] if len(values) == 1 else values
+    return init
+
+
 def load_model(path: str | Path):
-    """Import MODEL.py and return its `model`; a missing file or name raises an error naming it."""
+    """Import MODEL.py and return its `model`; a missing file, a broken file or a missing name raises one line."""
     from variational.vi.model import Model
 
     path = Path(path)
@@ -50,7 +82,10 @@ def load_model(path: str | Path):
         raise FileNotFoundError(f"model file not found: {path}")
     spec = importlib.util.spec_from_file_location(f"_variational_model_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001 -- any failure of the user's file becomes one line naming it
+        raise _file_error(path, e) from e
     model = getattr(module, "model", None)
     if not isinstance(model, Model):
         raise ValueError(f"{path} must define `model = variational.vi.Model(...)`, found {type(model).__name__}")
@@ -59,11 +94,27 @@ def load_model(path: str | Path):
     return model
 
 
+def _file_error(path: Path, error: Exception) -> Exception:
+    """`path:line: Type: message` for an error raised while running the model file (its last line in the traceback)."""
+    from variational.cli import UserError
+
+    if isinstance(error, SyntaxError):
+        line, message = error.lineno, error.msg
+    else:
+        here = [f.lineno for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).resolve() == path.resolve()]
+        line, message = (here[-1] if here else "?"), (str(error).splitlines() or [""])[0]
+    return UserError(f"{path}:{line}: {type(error).__name__}: {message}")
+
+
 def run_fit(args: argparse.Namespace) -> int:
-    from variational.vi.fit import fit
+    from variational.vi.fitting import fit
 
     model = load_model(args.model_file)
-    options = {"draws": args.draws} if args.draws else {}
+    options = {"objective": args.objective, "k": args.k, "estimator": args.estimator}
+    if args.draws:
+        options["draws"] = args.draws
+    if args.init:
+        options["init"] = parse_init(args.init)
     start = time.perf_counter()
     post = fit(model, family=args.family, method=args.method, seed=args.seed, **options)
     record = post.to_dict()
@@ -73,11 +124,30 @@ def run_fit(args: argparse.Namespace) -> int:
 
         record["plot"] = str(save_marginals(post, args.plot))
     if args.json:
-        json.dump(record, sys.stdout, indent=1)
-        print()
+        # Strict JSON: non-finite numbers (an ELBO of -inf, k-hat inf) become null.
+        print(json.dumps(_finite_or_null(record), indent=1, allow_nan=False))
     else:
         print(_report(post, record))
     return 0
+
+
+def _finite_or_null(value):
+    """A copy of a JSON-ready record with every non-finite float replaced by None."""
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _verdict(post, k: float) -> str:
+    if post.non_finite_share:
+        return f"NOT TRUSTWORTHY: {post.non_finite_note()}"
+    if not math.isfinite(post.elbo):
+        return "NOT TRUSTWORTHY: the ELBO is not finite"
+    return "ok" if k <= 0.5 else ("usable with care" if k <= 0.7 else "NOT TRUSTWORTHY: q is a poor fit (> 0.7)")
 
 
 def _report(post, record: dict) -> str:
@@ -86,13 +156,12 @@ def _report(post, record: dict) -> str:
     info = record["fit"]
     table = pd.DataFrame.from_dict(record["summary"], orient="index")
     k = record["khat"]
-    verdict = "ok" if k <= 0.5 else ("usable with care" if k <= 0.7 else "NOT TRUSTWORTHY: q is a poor fit (> 0.7)")
     lines = [
         f"{post.model.name}: family={info['family']} method={info['method']} "
         f"({'converged' if info['converged'] else 'NOT converged'}: {info['message']})",
         table.to_string(float_format=lambda v: f"{v:.3f}"),
         f"ELBO   {record['elbo']:.3f} +/- {record['elbo_se']:.3f}",
-        f"k-hat  {k:.2f}  {verdict}",
+        f"k-hat  {k:.2f}  {_verdict(post, k)}",
         f"time   {record['time_s']:.2f} s  ({info['objective_evals']} objective evaluations, {info['grad_evals']} log-density gradients)",
     ]
     if "plot" in record:

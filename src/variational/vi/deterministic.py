@@ -16,6 +16,7 @@ clear stopping criterion (gradient below `gtol`) instead of many thousands of no
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -24,11 +25,12 @@ import scipy.optimize
 import torch
 from threadpoolctl import threadpool_limits
 from torch import Tensor
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from variational.core.families import Family
 from variational.core.objectives import surrogate_elbo
 from variational.vi.hessian import fixed_draw_hessian
-from variational.vi.model import Model
+from variational.vi.model import Model, ModelError
 from variational.vi.posterior import FitInfo
 
 __all__ = ["choose_optimizer", "fit_deterministic", "fixed_draw_objective", "moment_matched_noise"]
@@ -42,6 +44,9 @@ _LBFGS_BEFORE_NEWTON = 50
 # and a Cholesky per trust-region step) is cheaper than L-BFGS's many iterations; 377 is full rank in 26 dims.
 _NEWTON_MAX_PARAMS = 500
 _NO_LIMIT = 10**9  # a stage bounded only by the config's max_iter
+# q's sd beyond e^50 (5e21) on the unconstrained scale: no proper posterior is that wide; the scale is
+# running off along a flat direction of the log density (an improper posterior), towards overflow.
+_MAX_LOG_SCALE = 50.0
 
 
 def fixed_draw_objective(model: Model, q: Family, eps: Tensor, objective: str = "elbo", k: int = 1) -> Tensor:
@@ -57,26 +62,25 @@ def fixed_draw_objective(model: Model, q: Family, eps: Tensor, objective: str = 
 class _Flat:
     """Presents q's parameters as one float64 numpy vector for scipy, counting evaluations."""
 
-    def __init__(self, q: Family, value_fn, hess_fn=None) -> None:
+    def __init__(self, model: Model, q: Family, value_fn, hess_fn=None) -> None:
+        self.model, self.q = model, q
         self.params = [p for p in q.parameters() if p.requires_grad]
         self.value_fn, self.hess_fn, self.evals, self.trace = value_fn, hess_fn, 0, []
         self.size, self.dim = sum(p.numel() for p in self.params), q.dim
 
     def get(self) -> np.ndarray:
-        return torch.cat([p.detach().reshape(-1) for p in self.params]).double().numpy().copy()
+        return parameters_to_vector(self.params).detach().double().numpy().copy()
 
     def set(self, x: np.ndarray) -> None:
-        with torch.no_grad():
-            offset = 0
-            for p in self.params:
-                p.copy_(torch.from_numpy(x[offset : offset + p.numel()]).reshape(p.shape))
-                offset += p.numel()
+        # A copy in q's dtype: the parameters become views of it, and scipy may reuse x's buffer.
+        vector_to_parameters(torch.tensor(x, dtype=self.params[0].dtype), self.params)
 
     def fun(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Negative objective and its gradient.
 
         Where the objective is not finite (a line search stepping into overflow) it returns a large
         finite value above every value seen so far, so the line search backtracks instead of aborting.
+        The start is checked finite before optimising (`_check_start`), so this never ends a fit at once.
         """
         self.set(x)
         self.evals += 1
@@ -84,18 +88,20 @@ class _Flat:
         if not torch.isfinite(value):
             worst = -min(self.trace, default=0.0)
             return worst + 1e6 * (1.0 + abs(worst)), np.zeros_like(x)
-        grads = torch.autograd.grad(-value, self.params)
+        grad = parameters_to_vector(torch.autograd.grad(-value, self.params)).double().numpy()
+        if not np.all(np.isfinite(grad)):
+            self.check_scale()
         self.trace.append(float(value.detach()))
-        return -float(value.detach()), torch.cat([g.reshape(-1) for g in grads]).double().numpy()
+        return -float(value.detach()), grad
 
     def hessp(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
         """Hessian-vector product of the negative objective by double backpropagation."""
         self.set(x)
         grads = torch.autograd.grad(-self.value_fn(), self.params, create_graph=True)
-        flat_g = torch.cat([g.reshape(-1) for g in grads])
+        flat_g = parameters_to_vector(grads)
         hv = torch.autograd.grad(flat_g @ torch.from_numpy(v).to(flat_g), self.params)
         self.evals += 1
-        return torch.cat([h.reshape(-1) for h in hv]).double().numpy()
+        return parameters_to_vector(hv).double().numpy()
 
     def hess(self, x: np.ndarray) -> np.ndarray:
         """Exact Hessian of the negative objective.
@@ -105,7 +111,25 @@ class _Flat:
         """
         self.set(x)
         self.evals += 1 + self.dim
-        return -self.hess_fn().double().numpy()
+        hessian = -self.hess_fn().double().numpy()
+        if not np.all(np.isfinite(hessian)):
+            self.check_scale()  # an improper posterior raises here; otherwise trust-exact's ValueError hands over to L-BFGS
+        return hessian
+
+    def check_scale(self, x: np.ndarray | None = None) -> None:
+        """Raise ModelError when q's sd along some coordinate runs off to infinity.
+
+        Also scipy's callback, given the accepted point x (q may hold a rejected trial point).
+        """
+        if x is not None:
+            self.set(x)
+        with torch.no_grad():
+            log_sd = self.q.marginal_log_scale().detach()
+        bad = torch.nonzero(~(log_sd < _MAX_LOG_SCALE)).reshape(-1)  # NaN counts as diverged
+        if bad.numel():
+            name = self.model.coordinate_name(int(bad[0]))
+            raise ModelError(f"q's scale for parameter '{name}' diverges: the posterior looks improper (flat direction "
+                             f"or missing prior); q's log sd reached {float(log_sd[bad[0]]):.3g}: give '{name}' a proper prior")
 
 
 def moment_matched_noise(q: Family, n: int, generator: torch.Generator) -> Tensor:
@@ -124,11 +148,13 @@ def moment_matched_noise(q: Family, n: int, generator: torch.Generator) -> Tenso
 
 
 def fit_deterministic(model: Model, q: Family, cfg, generator: torch.Generator) -> FitInfo:
-    """Optimise the fixed-draw objective of `cfg.draws` draws to convergence; q is updated in place."""
+    """Optimise the fixed-draw ELBO of `cfg.draws` draws to convergence; q is updated in place."""
+    if cfg.objective != "elbo":
+        raise ValueError("the deterministic method fits the ELBO only: the fixed-draw IW bound is biased")
     start = time.perf_counter()
-    k = cfg.k if cfg.objective == "iw" else 1
-    eps = moment_matched_noise(q, cfg.draws * k, generator)
-    flat = _Flat(q, lambda: fixed_draw_objective(model, q, eps, cfg.objective, k), lambda: fixed_draw_hessian(model, q, eps))
+    eps = moment_matched_noise(q, cfg.draws, generator)
+    flat = _Flat(model, q, lambda: fixed_draw_objective(model, q, eps), lambda: fixed_draw_hessian(model, q, eps))
+    _check_start(model, q, eps, flat)
     # ftol: a relative change a few units above the log density's own rounding (float32 models round at ~1e-7).
     ftol = 1e-12 if model.log_density(torch.zeros(2, model.dim, dtype=eps.dtype)).dtype == torch.float64 else 1e-6
     plan = choose_optimizer(cfg.optimizer, cfg.objective, q, flat.size)
@@ -136,6 +162,8 @@ def fit_deterministic(model: Model, q: Family, cfg, generator: torch.Generator) 
     for optimizer, budget in plan:
         try:
             result, more = _run(flat, x, optimizer, min(budget, cfg.max_iter - iterations), cfg.gtol, ftol)
+        except ModelError:
+            raise
         except ValueError:  # trust-exact meets a non-finite Hessian at an accepted point: finish with L-BFGS there
             if optimizer != "trust-exact":
                 raise
@@ -146,12 +174,49 @@ def fit_deterministic(model: Model, q: Family, cfg, generator: torch.Generator) 
         if _converged(result, cfg.gtol) or iterations >= cfg.max_iter:
             break
     flat.set(result.x)
+    flat.check_scale()
+    flat.evals += 1
+    with torch.no_grad():
+        final = float(flat.value_fn())
+    finite = bool(flat.trace) and math.isfinite(final)  # a fake value from _Flat.fun must not pass as converged
     return FitInfo(
-        family=cfg.family, method="deterministic", converged=_converged(result, cfg.gtol),
-        message=f"{' then '.join(used)}: {result.message}",
+        family=cfg.family, method="deterministic", converged=_converged(result, cfg.gtol) and finite,
+        message=f"{' then '.join(used)}: {result.message}" + ("" if finite else f" (but the objective is {final} there)"),
         iterations=iterations, objective_evals=flat.evals, grad_evals=flat.evals * eps.shape[0],
         time_s=time.perf_counter() - start, draws=int(eps.shape[0]), trace=flat.trace,
     )
+
+
+def _check_start(model: Model, q: Family, eps: Tensor, flat: _Flat) -> None:
+    """Raise ModelError if the objective is not finite at the start, naming the draws and parameters at fault.
+
+    Optimisers given a non-finite start stop at once and call it success, so this is checked first.
+    """
+    flat.evals += 1
+    with torch.no_grad():
+        if torch.isfinite(flat.value_fn()):
+            return
+        z = q.transform_noise(eps)
+        bad = int((~torch.isfinite(model.log_density(z))).sum())
+        culprits = _moved_alone_non_finite(model, z, q.mean())
+    if bad == 0:
+        raise ModelError(f"{model.name}: the ELBO of the starting q is not finite (q's parameters overflow); lower init_scale")
+    who = ", ".join(f"'{n}'" for n in culprits) or "the parameters"
+    raise ModelError(
+        f"{model.name}: the log density is not finite at {bad} of the {z.shape[0]} fixed draws from the starting q "
+        f"(varying {who}); the model is undefined on part of the space: give {who} a constraint matching its "
+        f"support (e.g. constraints.interval(lo, hi)), or lower init_scale")
+
+
+def _moved_alone_non_finite(model: Model, z: Tensor, centre: Tensor) -> list[str]:
+    """Parameters whose draws alone, the others held at q's mean, give a non-finite log density."""
+    names = []
+    for p in model.params:
+        moved = centre.expand_as(z).clone()
+        moved[:, p.offset : p.offset + p.size] = z[:, p.offset : p.offset + p.size]
+        if not torch.isfinite(model.log_density(moved)).all():
+            names.append(p.name)
+    return names
 
 
 def choose_optimizer(optimizer: str, objective: str, q: Family, n_params: int) -> list[tuple[str, int]]:
@@ -193,12 +258,14 @@ def _minimise(flat: _Flat, x0: np.ndarray, optimizer: str, max_iter: int, gtol: 
 def _minimise_with(flat: _Flat, x0: np.ndarray, optimizer: str, max_iter: int, gtol: float, ftol: float):
     if optimizer == "lbfgs":
         options = {"maxiter": max_iter, "gtol": gtol, "ftol": ftol, "maxcor": 20, "maxls": 25}
-        return scipy.optimize.minimize(flat.fun, x0, jac=True, method="L-BFGS-B", options=options)
+        return scipy.optimize.minimize(flat.fun, x0, jac=True, method="L-BFGS-B", options=options, callback=flat.check_scale)
     options = {"maxiter": max_iter, "gtol": gtol}
     if optimizer == "trust-exact":
-        result = scipy.optimize.minimize(flat.fun, x0, jac=True, hess=flat.hess, method="trust-exact", options=options)
+        result = scipy.optimize.minimize(flat.fun, x0, jac=True, hess=flat.hess, method="trust-exact", options=options,
+                                         callback=flat.check_scale)
         return _check_newton_decrement(flat, result, gtol, ftol)
-    return scipy.optimize.minimize(flat.fun, x0, jac=True, hessp=flat.hessp, method="trust-ncg", options=options)
+    return scipy.optimize.minimize(flat.fun, x0, jac=True, hessp=flat.hessp, method="trust-ncg", options=options,
+                                   callback=flat.check_scale)
 
 
 def _check_newton_decrement(flat: _Flat, result: scipy.optimize.OptimizeResult, gtol: float, ftol: float):

@@ -91,18 +91,15 @@ def _parse_spec(spec: Mapping[str, Any]) -> list[ParamInfo]:
     return infos
 
 
-class _Recorder(dict):
-    """A params dict that records which names `log_joint` reads and names unknown ones."""
+class _SpecParams(dict):
+    """A params dict whose missing keys raise a ModelError naming the parameter and the spec.
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.read: set[str] = set()
+    `dict.__getitem__` calls `__missing__`, so `p["x"]` is checked however the dict is read after
+    (`get`, `items`, `**p` see only the spec's names, which is right).
+    """
 
-    def __getitem__(self, key: str) -> Tensor:
-        if key not in self:
-            raise ModelError(f"log_joint reads parameter '{key}', which is not in the spec (spec has {sorted(self)})")
-        self.read.add(key)
-        return super().__getitem__(key)
+    def __missing__(self, key: str) -> Tensor:
+        raise ModelError(f"log_joint reads parameter '{key}', which is not in the spec (spec has {sorted(self)})")
 
 
 class Model:
@@ -153,17 +150,24 @@ class Model:
                 labels += [f"{p.name}[{','.join(map(str, i))}]" for i in _indices(p.shape)]
         return labels
 
+    def coordinate_name(self, index: int) -> str:
+        """The parameter that coordinate `index` of z belongs to."""
+        return next(p.name for p in self.params if p.offset <= index < p.offset + p.size)
+
     def constrain(self, z: Tensor) -> Params:
         """Map z of shape (..., d) to {name: tensor of shape (..., *shape)} on the constrained scale."""
         return {p.name: p.transform(self._slice(z, p)) for p in self.params}
 
-    def unconstrain(self, params: Mapping[str, Any]) -> Tensor:
-        """Inverse of `constrain` for ONE draw: {name: value} -> z of shape (d,)."""
+    def unconstrain(self, params: Mapping[str, Any], dtype: torch.dtype = torch.float64) -> Tensor:
+        """Inverse of `constrain` for ONE draw: {name: value} -> z of shape (d,), in `dtype`."""
+        unknown = sorted(set(params) - set(self.names))
+        if unknown:
+            raise ModelError(f"init names parameter '{unknown[0]}', which is not in the spec (spec has {self.names})")
         parts = []
         for p in self.params:
             if p.name not in params:
                 raise ModelError(f"init is missing parameter '{p.name}'")
-            value = torch.as_tensor(params[p.name], dtype=torch.get_default_dtype()).expand(p.shape)
+            value = torch.as_tensor(params[p.name], dtype=dtype).expand(p.shape)
             parts.append(p.transform.inv(value).reshape(-1))
         return torch.cat(parts)
 
@@ -181,13 +185,15 @@ class Model:
         return params, log_det
 
     # ----- densities -----------------------------------------------------------------------------
+    def _log_joint(self, params: Params, batch: Mapping[str, Tensor] | None = None, scale: float = 1.0) -> Tensor:
+        """log p(x, params): the user's log_joint, or log_prior + scale * log_lik on `batch` (default: all data)."""
+        if self.log_joint is not None:
+            return self.log_joint(params) if self.data is None else self.log_joint(params, self.data)
+        return self.log_prior(params) + scale * self.log_lik(params, batch if batch is not None else self.data)
+
     def _log_target_one(self, z: Tensor, batch: Mapping[str, Tensor] | None, scale: float) -> Tensor:
         params, log_det = self._constrain_one(z)
-        if self.log_joint is not None:
-            lp = self.log_joint(params) if self.data is None else self.log_joint(params, self.data)
-        else:
-            lp = self.log_prior(params) + scale * self.log_lik(params, batch if batch is not None else self.data)
-        return lp + log_det
+        return self._log_joint(params, batch, scale) + log_det
 
     def log_density(self, z: Tensor, batch: Mapping[str, Tensor] | None = None) -> Tensor:
         """log p(x, T(z)) + log|J_T(z)| for z of shape (S, d): a tensor of shape (S,).
@@ -226,24 +232,37 @@ class Model:
     def check(self, z: Tensor) -> float:
         """Evaluate one draw z (d,); raise ModelError naming the parameter if the spec or value is bad."""
         params, log_det = self._constrain_one(z.detach())
-        recorder = _Recorder(params)
-        value = self._call_for_check(recorder)
-        unread = [n for n in self.names if n not in recorder.read]
+        # Leaves that require grad: a parameter the log density does not depend on gets no gradient,
+        # however log_joint reads the dict (p["x"], p.get, p.items(), f(**p), ...).
+        # (clones of the leaves are passed, so log_joint may still modify its inputs in place).
+        leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        with torch.enable_grad():
+            value = self._call_for_check(_SpecParams({k: v.clone() for k, v in leaves.items()}))
+            self._check_scalar(value)
+            unread = self._unused(value, leaves)
         if unread:
-            raise ModelError(f"parameter '{unread[0]}' is in the spec but log_joint never reads it")
-        if not isinstance(value, Tensor) or value.numel() != 1:
-            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise ModelError(f"log density must return a scalar tensor, got {shape}; check the shapes in the spec ({self._shapes()})")
-        total = float(value.reshape(()) + log_det)
+            raise ModelError(f"parameter '{unread[0]}' is in the spec but the log density does not depend on it "
+                             "(never read, or read only through non-differentiable operations)")
+        total = float(value.detach().reshape(()) + log_det)
         if not math.isfinite(total):
             raise ModelError(self._explain_non_finite(z.detach(), params, total))
         return total
 
-    def _call_for_check(self, params: _Recorder) -> Tensor:
+    def _check_scalar(self, value: Any) -> None:
+        if not isinstance(value, Tensor) or value.numel() != 1:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ModelError(f"log density must return a scalar tensor, got {shape}; check the shapes in the spec ({self._shapes()})")
+
+    def _unused(self, value: Tensor, leaves: Params) -> list[str]:
+        """Names whose gradient autograd reports as absent (no path from the parameter to the value)."""
+        if not value.requires_grad:
+            return list(leaves)
+        grads = torch.autograd.grad(value.reshape(()), list(leaves.values()), allow_unused=True)
+        return [name for name, g in zip(leaves, grads) if g is None]
+
+    def _call_for_check(self, params: _SpecParams) -> Tensor:
         try:
-            if self.log_joint is not None:
-                return self.log_joint(params) if self.data is None else self.log_joint(params, self.data)
-            return self.log_prior(params) + self.log_lik(params, self.data)
+            return self._log_joint(params)
         except ModelError:
             raise
         except (RuntimeError, IndexError, KeyError, TypeError, ValueError) as e:
@@ -257,7 +276,7 @@ class Model:
         shown = [(k, v) for k, v in params.items() if not bad or k in bad]
         values = ", ".join(f"{k}={_short(v)}" for k, v in shown)
         who = ("parameter " if len(bad) == 1 else "parameters ") + ", ".join(f"'{b}'" for b in bad) if bad else "the parameters"
-        return f"log density is {total} at the initial point: check {who} ({values}); pass init= with values inside the support"
+        return f"log density is {total} at the initial point: check {who} ({values}); pass init= (CLI: --init NAME=VALUE) with values inside the support"
 
     def _finite_when_moved(self, z: Tensor, p: ParamInfo) -> bool:
         """Does shifting only p's unconstrained coordinates (by +-1, +-3) give a finite log density?"""
@@ -267,7 +286,7 @@ class Model:
             try:
                 with torch.no_grad():
                     params, log_det = self._constrain_one(moved)
-                    value = self._call_for_check(_Recorder(params))
+                    value = self._call_for_check(_SpecParams(params))
                 if math.isfinite(float(value.reshape(()) + log_det)):
                     return True
             except (ModelError, RuntimeError, ValueError):

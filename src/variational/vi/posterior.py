@@ -86,37 +86,72 @@ class Posterior:
 
     @property
     def elbo(self) -> float:
-        """ELBO estimated from `n_eval` fresh draws (not the draws the optimiser saw)."""
-        lw = self._eval_weights
-        return float(np.mean(lw)) if np.all(np.isfinite(lw)) else -math.inf
+        """ELBO estimated from `n_eval` fresh draws (not the draws the optimiser saw).
+
+        -inf when some draws have log density -inf (q puts mass where the model has none); NaN or +inf
+        when the log density is NaN or +inf at some draw (see `non_finite_share`).
+        """
+        with np.errstate(invalid="ignore"):
+            return float(np.mean(self._eval_weights))
 
     @property
     def elbo_se(self) -> float:
-        """Monte Carlo standard error of `elbo`."""
-        return float(np.std(self._eval_weights, ddof=1) / math.sqrt(self._eval_weights.size))
+        """Monte Carlo standard error of `elbo` (NaN when some log weight is not finite)."""
+        lw = self._eval_weights
+        return float(np.std(lw, ddof=1) / math.sqrt(lw.size)) if np.all(np.isfinite(lw)) else math.nan
+
+    @property
+    def non_finite_share(self) -> float:
+        """Share of the `n_eval` draws from q at which log p(x, z) - log q(z) is not finite."""
+        return float(np.mean(~np.isfinite(self._eval_weights)))
 
     @cached_property
     def _psis(self) -> tuple[np.ndarray, float]:
         lw = self._eval_weights
-        return psis(np.where(np.isfinite(lw), lw, -np.inf))
+        if np.any(np.isnan(lw) | (lw == np.inf)):
+            return lw, math.inf  # NaN or unbounded weights: no tail to fit, and q is not to be trusted
+        return psis(lw)  # -inf is a zero weight: q reaches where p has no mass
 
     @property
     def khat(self) -> float:
-        """PSIS Pareto k-hat of p/q (Yao et al. 2018); warns above 0.7, where q is not to be trusted."""
+        """PSIS Pareto k-hat of p/q (Yao et al. 2018); warns above 0.7, where q is not to be trusted.
+
+        Infinite when some log density is NaN or +inf; a finite k-hat with a non-finite ELBO also warns.
+        """
         k = self._psis[1]
         if k > KHAT_WARN:
             warnings.warn(
                 f"k-hat = {k:.2f} > {KHAT_WARN}: q is a poor fit to the posterior; do not trust its "
-                "summaries (try family='fullrank' or 'flow', or a reparameterised model)",
+                "summaries (try family='fullrank' or 'flow', or a reparameterised model)"
+                + (f"; {self.non_finite_note()}" if self.non_finite_share else ""),
                 RuntimeWarning,
                 stacklevel=2,
             )
+        elif self.non_finite_share:
+            warnings.warn(f"{self.non_finite_note()}; do not trust q's summaries", RuntimeWarning, stacklevel=2)
         return k
 
     @property
+    def trustworthy(self) -> bool:
+        """k-hat at most 0.7 and a finite ELBO: q's summaries can be used."""
+        return bool(self._psis[1] <= KHAT_WARN and math.isfinite(self.elbo))
+
+    def non_finite_note(self) -> str:
+        """One line on the draws with a non-finite log density, or '' when there are none."""
+        lw, share = self._eval_weights, self.non_finite_share
+        if not share:
+            return ""
+        kinds = "/".join(k for k, hit in (("-inf", np.any(lw == -np.inf)), ("+inf", np.any(lw == np.inf)),
+                                          ("NaN", np.any(np.isnan(lw)))) if hit)
+        return (f"the log density is {kinds} at {100 * share:.1f}% of {lw.size} draws from q: the model is "
+                "undefined where q reaches; give each parameter a constraint matching its support")
+
+    @property
     def ess(self) -> float:
-        """Importance-sampling effective sample size of the PSIS-smoothed weights, out of `n_eval`."""
-        return importance_ess(self._psis[0])
+        """Importance-sampling effective sample size of the PSIS-smoothed weights, out of `n_eval` (NaN when
+        some log density is NaN or +inf)."""
+        smoothed, k = self._psis
+        return importance_ess(smoothed) if math.isfinite(k) else math.nan
 
     def log_evidence(self, k: int = 1000, generator: torch.Generator | None = None) -> float:
         """Importance-weighted estimate log (1/k) sum_i p(x, z_i) / q(z_i) of log p(x) (Burda et al. 2016).
@@ -149,14 +184,14 @@ class Posterior:
     def to_dict(self, n: int = 4000) -> dict[str, Any]:
         """JSON-ready record: summary rows, ELBO, k-hat and the fit information."""
         table = self.summary(n)
-        k = self._psis[1]
         return {
             "model": self.model.name,
             "summary": {name: {c: float(v) for c, v in row.items()} for name, row in table.iterrows()},
             "elbo": self.elbo,
             "elbo_se": self.elbo_se,
-            "khat": k,
-            "khat_ok": bool(k <= KHAT_WARN),
+            "khat": self._psis[1],
+            "khat_ok": self.trustworthy,
+            "non_finite_share": self.non_finite_share,
             "ess": self.ess,
             "fit": self.info.to_dict(),
         }

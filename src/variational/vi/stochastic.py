@@ -16,6 +16,7 @@ from typing import Iterator
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from variational.core.diagnostics import StoppingRule
 from variational.core.families import Family
@@ -50,21 +51,15 @@ class _IterateAverage:
         self.count = 0
 
     def push(self) -> None:
-        self.buffer[self.count % len(self.buffer)] = torch.cat([p.detach().reshape(-1) for p in self.params])
+        self.buffer[self.count % len(self.buffer)] = parameters_to_vector(self.params).detach()
         self.count += 1
 
     def reset(self) -> None:
         self.count = 0
 
     def load_mean(self) -> None:
-        if self.count == 0:
-            return
-        mean = self.buffer[: min(self.count, len(self.buffer))].mean(0)
-        with torch.no_grad():
-            offset = 0
-            for p in self.params:
-                p.copy_(mean[offset : offset + p.numel()].reshape(p.shape))
-                offset += p.numel()
+        if self.count:
+            vector_to_parameters(self.buffer[: min(self.count, len(self.buffer))].mean(0), self.params)
 
 
 def _step_objective(model: Model, q: Family, cfg, generator: torch.Generator, batch) -> Tensor:

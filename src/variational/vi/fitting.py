@@ -12,7 +12,9 @@ log p(x) = ELBO(q) + KL(q || p(z | x)). Two ways to maximise it:
   the average of the last window of iterates (Polyak and Juditsky 1992).
 
 "auto" takes the deterministic method for the ELBO of the Gaussian families on full data, and the
-stochastic one for flows, minibatches and the importance-weighted bound.
+stochastic one for flows, minibatches and the importance-weighted bound. The importance-weighted
+bound with fixed draws is refused (ValueError): its sample average can be pushed above log p(x) by
+fitting q to the draws themselves, so its optimum is biased.
 
 Example:
     >>> import torch
@@ -32,16 +34,14 @@ from typing import Any, Mapping
 
 import torch
 
-from variational.core.families import FAMILIES, Family, make_family
+from variational.core.families import Family, make_family
+from variational.vi.choices import ESTIMATORS, FAMILIES, GAUSSIAN, METHODS, OBJECTIVES, OPTIMIZERS
 from variational.vi.deterministic import fit_deterministic
 from variational.vi.model import Model
 from variational.vi.posterior import FitInfo, Posterior
 from variational.vi.stochastic import fit_stochastic
 
 __all__ = ["FitConfig", "fit", "resolve_method"]
-
-METHODS = ("auto", "deterministic", "stochastic")
-GAUSSIAN = ("meanfield", "fullrank", "lowrank")
 
 
 @dataclass(frozen=True)
@@ -63,18 +63,18 @@ class FitConfig:
     window: int = 200  # stochastic: steps in the stopping rule's window
     max_steps: int = 20000  # stochastic: hard cap on Adam steps
     batch_size: int | None = None  # minibatch size for a minibatch model (stochastic)
-    init: Mapping[str, Any] | None = None  # initial constrained values; default: z = 0 unconstrained
+    init: Mapping[str, Any] | None = None  # initial constrained values of some or all parameters; the rest start at z = 0
     init_scale: float = 0.1  # initial sd of q on the unconstrained scale
     n_eval: int = 2000  # fresh draws for the reported ELBO and k-hat
     dtype: str = "float64"
     family_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _choice("family", self.family, tuple(FAMILIES))
+        _choice("family", self.family, FAMILIES)
         _choice("method", self.method, METHODS)
-        _choice("objective", self.objective, ("elbo", "iw"))
-        _choice("estimator", self.estimator, ("auto", "reparam", "stl"))
-        _choice("optimizer", self.optimizer, ("auto", "lbfgs", "trust-ncg", "trust-exact"))
+        _choice("objective", self.objective, OBJECTIVES)
+        _choice("estimator", self.estimator, ESTIMATORS)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("dtype", self.dtype, ("float32", "float64"))
         for name in ("k", "max_iter", "window", "max_steps", "n_eval"):
             if getattr(self, name) < 1:
@@ -87,6 +87,9 @@ class FitConfig:
                              f"lr={self.lr}, init_scale={self.init_scale}, gtol={self.gtol}, lr_decay={self.lr_decay}, decays={self.decays}")
         if self.estimator == "stl" and self.objective == "iw":
             raise ValueError("estimator='stl' is biased for the importance-weighted bound (Tucker et al. 2018); use 'reparam'")
+        if self.objective == "iw" and self.method == "deterministic":
+            raise ValueError("objective='iw' needs method='stochastic' (or 'auto'): with fixed draws the IW bound's "
+                             "optimum is biased upwards, since q can fit the draws themselves")
         if self.estimator == "stl" and self.method == "deterministic":
             raise ValueError("estimator='stl' is not the gradient of a fixed-draw objective; use method='stochastic'")
 
@@ -143,7 +146,9 @@ def fit(model: Model, family: str = "meanfield", method: str = "auto", seed: int
 
 def _initial_point(model: Model, init: Mapping[str, Any] | None, dtype: torch.dtype) -> torch.Tensor:
     """z = 0 (or the given constrained init), checked: a bad spec or non-finite density raises ModelError."""
-    z0 = torch.zeros(model.dim, dtype=dtype) if init is None else model.unconstrain(init).to(dtype)
+    z0 = torch.zeros(model.dim, dtype=dtype)
+    if init is not None:  # parameters not in init keep z = 0
+        z0 = model.unconstrain({**model.constrain(z0), **init}, dtype)
     model.check(z0)
     return z0
 
