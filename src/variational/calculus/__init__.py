@@ -14,7 +14,7 @@ Example:
     (1.003033, 'minimum')
 """
 
-import importlib
+from variational._lazy import lazy_exports
 
 _HOME = {
     "BVPConfig": "bvp", "DirectConfig": "direct",
@@ -32,11 +32,4 @@ _HOME = {
 __all__ = sorted(_HOME)
 
 
-def __getattr__(name: str):
-    if name not in _HOME:
-        raise AttributeError(f"module 'variational.calculus' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"variational.calculus.{_HOME[name]}"), name)
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports("variational.calculus", _HOME)

@@ -10,8 +10,9 @@ Names are imported on first use (PEP 562), so `variational --help` does not load
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
+
+from variational._lazy import lazy_exports
 
 _HOME = {
     "PRESETS": "config", "VAEConfig": "config",
@@ -33,11 +34,4 @@ def load(run_dir: str | Path, device: str = "cpu"):
     return load_model(path / WEIGHTS if path.is_dir() else path, device)
 
 
-def __getattr__(name: str):
-    if name not in _HOME:
-        raise AttributeError(f"module 'variational.vae' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"variational.vae.{_HOME[name]}"), name)
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports("variational.vae", _HOME)

@@ -18,7 +18,7 @@ Names are imported on first use (PEP 562), so `variational --help` does not load
 The fitting code lives in `variational.vi.fitting` (not `fit`, which would shadow the function).
 """
 
-import importlib
+from variational._lazy import lazy_exports
 
 _HOME = {
     "FitConfig": "fitting", "fit": "fitting",
@@ -34,13 +34,4 @@ _SUBMODULES = ("posteriordb",)  # exported as modules
 __all__ = sorted([*_HOME, *_SUBMODULES])
 
 
-def __getattr__(name: str):
-    if name in _SUBMODULES:
-        return importlib.import_module(f"variational.vi.{name}")
-    if name not in _HOME:
-        raise AttributeError(f"module 'variational.vi' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"variational.vi.{_HOME[name]}"), name)
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports("variational.vi", _HOME, _SUBMODULES)
