@@ -95,36 +95,35 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_eval)
 
 
-def _add_sample(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="decode draws from the prior into an image grid",
-                       epilog="example:\n  variational vae sample runs/digits -n 100 --out samples.png",
+def _picture_command(sub: argparse._SubParsersAction, name: str, help: str, example: str,
+                     png: str, handler) -> argparse.ArgumentParser:
+    """A sub-command that reads a run and writes one PNG (RUN_DIR/<png> unless --out says)."""
+    p = sub.add_parser(name, help=help, epilog=f"example:\n  {example}",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", default=None, help=f"PNG path (default RUN_DIR/{png})")
+    p.set_defaults(handler=handler)
+    return p
+
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    p = _picture_command(sub, "sample", "decode draws from the prior into an image grid",
+                         "variational vae sample runs/digits -n 100 --out samples.png", "samples.png", _sample)
     p.add_argument("-n", type=_count(1), default=64, help="number of samples")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="PNG path (default RUN_DIR/samples.png)")
     p.add_argument("--npy", default=None, help="also save the images as a .npy array")
-    p.set_defaults(handler=_sample)
 
 
 def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("reconstruct", help="test images over their reconstructions",
-                       epilog="example:\n  variational vae reconstruct runs/digits -n 32",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p = _picture_command(sub, "reconstruct", "test images over their reconstructions",
+                         "variational vae reconstruct runs/digits -n 32", "reconstructions.png", _reconstruct)
     p.add_argument("-n", type=_count(1), default=16, help="number of test images")
-    p.add_argument("--out", default=None, help="PNG path (default RUN_DIR/reconstructions.png)")
-    p.set_defaults(handler=_reconstruct)
 
 
 def _add_latent(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("latent", help="the latent map: 2-D manifold, or a projection coloured by label",
-                       epilog="example:\n  variational vae latent runs/digits --out latent.png",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--out", default=None, help="PNG path (default RUN_DIR/latent.png)")
+    p = _picture_command(sub, "latent", "the latent map: 2-D manifold, or a projection coloured by label",
+                         "variational vae latent runs/digits --out latent.png", "latent.png", _latent)
     p.add_argument("--interpolation", default=None, metavar="PNG", help="also write a latent interpolation")
-    p.set_defaults(handler=_latent)
 
 
 def config_from_args(args: argparse.Namespace):

@@ -194,9 +194,7 @@ class Objective(nn.Module):
         self.vae = vae
 
     def forward(self, x: Tensor, beta: float, noise: ShareNoise) -> Tensor:
-        if self.vae.config.iw_k > 1:
-            return self.vae.iw_elbo(x, self.vae.config.iw_k, generator=noise)
-        return self.vae.elbo(x, beta=beta, generator=noise)
+        return self.vae.objective(x, beta=beta, generator=noise)
 
 
 def wrap(model: VAE, group: Group) -> DistributedDataParallel:

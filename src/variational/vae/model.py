@@ -59,6 +59,12 @@ class VAE(nn.Module):
         log_lik = self.decode(z).log_prob(x.flatten(1))
         return log_lik - beta * kl_standard_normal(mu, logvar)
 
+    def objective(self, x: Tensor, beta: float = 1.0, generator=None) -> Tensor:
+        """The per-image training objective the config names: the IWAE bound when iw_k > 1, else the ELBO."""
+        if self.config.iw_k > 1:
+            return self.iw_elbo(x, self.config.iw_k, generator=generator)
+        return self.elbo(x, beta=beta, generator=generator)
+
     def iw_elbo(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
         """Per-image importance-weighted bound with `k` samples (the IWAE objective)."""
         return iw_bound(*self._log_weights_terms(x, k, generator))

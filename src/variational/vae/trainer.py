@@ -212,11 +212,7 @@ def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data:
             # all ranks agree on the loss and on whether a signal asks them to stop.
             value, stopping = distributed.train_step(ddp, opt, x, g, beta, group, stop.signum is not None)
         else:
-            if config.iw_k > 1:
-                objective = model.iw_elbo(x, config.iw_k, generator=g)
-            else:
-                objective = model.elbo(x, beta=beta, generator=g)
-            loss = -objective.mean()
+            loss = -model.objective(x, beta=beta, generator=g).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             value = loss.item()
