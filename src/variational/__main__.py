@@ -1,6 +1,6 @@
 """`python -m variational` runs the command line (also under torchrun)."""
 
-from variational.cli import main
+from variational.cli import run
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from typing import NoReturn
 
 from variational import __version__
 
@@ -51,9 +53,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    # Under `python -m variational.cli` this file is __main__: run the imported module's main, so the
-    # front ends' UserError is the class main() catches.
-    from variational.cli import main as _main
+def run() -> NoReturn:
+    """The `variational` console script: `main`, then exit with its status."""
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a torchrun rank: see exit_process
+        from variational.vae.distributed import exit_process
 
-    raise SystemExit(_main())
+        exit_process(code)
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    # Under `python -m variational.cli` this file is __main__: run the imported module's entry, so the
+    # front ends' UserError is the class main() catches.
+    from variational.cli import run as _run
+
+    _run()

@@ -17,10 +17,11 @@ Share(start=51, stop=101, total=101)
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -118,7 +119,28 @@ def setup(device: str = "cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> Group | 
     elif dev.type != "cpu":
         raise ValueError(f"distributed training runs on cuda (NCCL) or cpu (Gloo), not on device {device!r}")
     dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s), **kwargs)
+    global _joined
+    _joined = True
     return current()
+
+
+_joined = False  # whether this process has joined a process group (see `exit_process`)
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the process with status `code`; a torchrun rank skips the interpreter's finalisation.
+
+    DistributedDataParallel keeps the process group alive past `destroy_process_group` (PyTorch
+    2.13: its Gloo worker threads go on running). Such a thread may still be releasing the last
+    collective's tensors when the interpreter finalises; that needs the GIL, which finalisation no
+    longer hands out, so the rank aborts (SIGABRT, "terminate called without an active exception")
+    after a run that succeeded. Every file is closed by now: flush the streams and leave at once.
+    """
+    if not _joined:
+        raise SystemExit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _bind_gpu(dev: torch.device) -> torch.device:
@@ -235,6 +257,7 @@ __all__ = [
     "barrier",
     "collective",
     "current",
+    "exit_process",
     "launched",
     "rows",
     "session",
