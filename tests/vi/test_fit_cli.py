@@ -43,7 +43,7 @@ def test_fit_json_end_to_end(capsys, tmp_path):
 def test_fit_table_output(capsys):
     assert _run(["fit", str(EXAMPLE), "--family", "fullrank", "--seed", "1"]) == 0
     out = capsys.readouterr().out
-    for needle in ("family=fullrank", "mu ", "ELBO", "k-hat", "time"):
+    for needle in ("family=fullrank", "mu ", "ELBO", "k-hat", "time", "MC err"):
         assert needle in out
 
 

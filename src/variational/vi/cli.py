@@ -50,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "auto: stl for the stochastic ELBO, else reparam")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--draws", type=int, help="fixed draws (deterministic) or draws per step (stochastic)")
+    p.add_argument("--mc-tol", type=float, default=0.01, metavar="TOL",
+                   help="deterministic: the Monte Carlo error of the posterior means allowed, as a fraction of "
+                        "q's sd; above it, Newton steps on more draws reduce it (0: estimate only; default 0.01)")
     p.add_argument("--init", action="append", default=[], metavar="NAME=VALUE",
                    help="starting value of a parameter on its constrained scale (repeatable; a vector as "
                         "comma-separated values); parameters not given start at the unconstrained origin")
@@ -113,12 +116,16 @@ def run_fit(args: argparse.Namespace) -> int:
     options = {"objective": args.objective, "k": args.k, "estimator": args.estimator}
     if args.draws:
         options["draws"] = args.draws
+    if args.mc_tol < 0:
+        raise ValueError(f"--mc-tol must be >= 0, got {args.mc_tol}")
+    options["mc_tol"] = args.mc_tol or None
     if args.init:
         options["init"] = parse_init(args.init)
     start = time.perf_counter()
     post = fit(model, family=args.family, method=args.method, seed=args.seed, **options)
     record = post.to_dict()
     record["time_s"] = time.perf_counter() - start  # fit plus the ELBO and k-hat evaluation
+    record["mc_tol"] = args.mc_tol
     if args.plot:
         from variational.vi.plot import save_marginals
 
@@ -164,6 +171,10 @@ def _report(post, record: dict) -> str:
         f"k-hat  {k:.2f}  {_verdict(post, k)}",
         f"time   {record['time_s']:.2f} s  ({info['objective_evals']} objective evaluations, {info['grad_evals']} log-density gradients)",
     ]
+    if info.get("mc_error") is not None:
+        fresh = f" and {info['correction_draws']} fresh ones to reduce it" if info["correction_draws"] else ""
+        advice = "; more --draws would lower it" if info["mc_error"] > record.get("mc_tol", 0.01) else ""
+        lines.insert(3, f"MC err {info['mc_error']:.3f} of q's sd on the means ({info['draws']} fixed draws{fresh}){advice}")
     if "plot" in record:
         lines.append(f"plot   {record['plot']}")
     return "\n".join(lines)

@@ -12,6 +12,10 @@ clear stopping criterion (gradient below `gtol`) instead of many thousands of no
   posterior, where L-BFGS alone can take thousands;
 * otherwise L-BFGS, handing over to trust-region Newton-CG with exact Hessian-vector products when
   it stalls.
+
+Where the exact Hessian is at hand, the Monte Carlo error of the optimum is then estimated
+(`variational.vi.mc_error`) and, when q's means are off by more than `mc_tol` of q's sd, shrunk by
+one Newton step on a larger set of fresh draws.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from variational.core.families import Family
 from variational.core.objectives import surrogate_elbo
+from variational.vi import mc_error
 from variational.vi.hessian import fixed_draw_hessian
 from variational.vi.model import Model, ModelError
 from variational.vi.posterior import FitInfo
@@ -67,6 +72,7 @@ class _Flat:
         self.params = [p for p in q.parameters() if p.requires_grad]
         self.value_fn, self.hess_fn, self.evals, self.trace = value_fn, hess_fn, 0, []
         self.size, self.dim = sum(p.numel() for p in self.params), q.dim
+        self._last_hessian: tuple[np.ndarray, np.ndarray] | None = None  # (x, Hessian at x)
 
     def get(self) -> np.ndarray:
         return parameters_to_vector(self.params).detach().double().numpy().copy()
@@ -107,13 +113,16 @@ class _Flat:
         """Exact Hessian of the negative objective.
 
         Counted as 1 + d evaluations: a gradient pass and one Hessian-vector product of log p per
-        coordinate of z, each over all the draws.
+        coordinate of z, each over all the draws. The last one is kept, for the error estimate at the optimum.
         """
+        if self._last_hessian is not None and np.array_equal(self._last_hessian[0], x):
+            return self._last_hessian[1].copy()
         self.set(x)
         self.evals += 1 + self.dim
         hessian = -self.hess_fn().double().numpy()
         if not np.all(np.isfinite(hessian)):
             self.check_scale()  # an improper posterior raises here; otherwise trust-exact's ValueError hands over to L-BFGS
+        self._last_hessian = (np.array(x, copy=True), hessian.copy())
         return hessian
 
     def check_scale(self, x: np.ndarray | None = None) -> None:
@@ -179,12 +188,36 @@ def fit_deterministic(model: Model, q: Family, cfg, generator: torch.Generator) 
     with torch.no_grad():
         final = float(flat.value_fn())
     finite = bool(flat.trace) and math.isfinite(final)  # a fake value from _Flat.fun must not pass as converged
+    converged = _converged(result, cfg.gtol) and finite
+    error, fresh = _error_and_correction(flat, eps, cfg, generator) if converged else (None, 0)
     return FitInfo(
-        family=cfg.family, method="deterministic", converged=_converged(result, cfg.gtol) and finite,
+        family=cfg.family, method="deterministic", converged=converged,
         message=f"{' then '.join(used)}: {result.message}" + ("" if finite else f" (but the objective is {final} there)"),
-        iterations=iterations, objective_evals=flat.evals, grad_evals=flat.evals * eps.shape[0],
+        iterations=iterations, objective_evals=flat.evals, grad_evals=flat.evals * eps.shape[0] + fresh,
         time_s=time.perf_counter() - start, draws=int(eps.shape[0]), trace=flat.trace,
+        mc_error=error, correction_draws=fresh,
     )
+
+
+def _error_and_correction(flat: _Flat, eps: Tensor, cfg, generator: torch.Generator) -> tuple[float | None, int]:
+    """The Monte Carlo error of q's means at the optimum (in q's sds), reduced to `cfg.mc_tol` when above it.
+
+    Returns (the error, the fresh draws of the correcting Newton steps, 0 if none). Estimated only
+    where the exact Hessian is cheap (the Gaussian families with few parameters); else (None, 0).
+    """
+    q = flat.q
+    if flat.hess_fn is None or q.entropy() is None or flat.size > _NEWTON_MAX_PARAMS or eps.shape[0] < 4:
+        return None, 0
+    hessian = flat.hess(flat.get())
+    flat.evals += 1  # the per-draw gradients
+    try:
+        error = mc_error.estimate(flat.model, q, eps, torch.from_numpy(hessian))
+    except torch.linalg.LinAlgError:  # a singular Hessian: no estimate
+        return None, 0
+    if cfg.mc_tol is None:
+        return error.worst, 0
+    return mc_error.correct(flat.model, q, error, torch.from_numpy(hessian), cfg.mc_tol, cfg.max_draws,
+                            lambda n: moment_matched_noise(q, n, generator))
 
 
 def _check_start(model: Model, q: Family, eps: Tensor, flat: _Flat) -> None:

@@ -57,6 +57,10 @@ class FitConfig:
     optimizer: str = "auto"  # deterministic: "lbfgs", "trust-ncg", "trust-exact" or "auto" (see choose_optimizer)
     max_iter: int = 1000  # deterministic optimiser iterations
     gtol: float = 1e-6  # deterministic: stop when every gradient entry is below this
+    # deterministic: the Monte Carlo error of q's means allowed, in q's sds; above it, one Newton step
+    # on up to max_draws fresh draws brings it down (None: estimate only)
+    mc_tol: float | None = 0.01
+    max_draws: int = 8192
     lr: float = 0.05  # stochastic: Adam's first step size
     lr_decay: float = 0.2  # stochastic: step size factor at each detected plateau
     decays: int = 2  # stochastic: plateaus after which to stop
@@ -76,7 +80,7 @@ class FitConfig:
         _choice("estimator", self.estimator, ESTIMATORS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("dtype", self.dtype, ("float32", "float64"))
-        for name in ("k", "max_iter", "window", "max_steps", "n_eval"):
+        for name in ("k", "max_iter", "window", "max_steps", "n_eval", "max_draws"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("draws", "batch_size"):
@@ -85,6 +89,8 @@ class FitConfig:
         if not (self.lr > 0 and 0 < self.lr_decay < 1 and self.init_scale > 0 and self.gtol > 0 and self.decays >= 0):
             raise ValueError("lr, init_scale and gtol must be > 0, lr_decay in (0, 1) and decays >= 0; got "
                              f"lr={self.lr}, init_scale={self.init_scale}, gtol={self.gtol}, lr_decay={self.lr_decay}, decays={self.decays}")
+        if self.mc_tol is not None and not self.mc_tol > 0:
+            raise ValueError(f"mc_tol must be > 0 or None, got {self.mc_tol}")
         if self.estimator == "stl" and self.objective == "iw":
             raise ValueError("estimator='stl' is biased for the importance-weighted bound (Tucker et al. 2018); use 'reparam'")
         if self.objective == "iw" and self.method == "deterministic":
@@ -161,7 +167,8 @@ def _make_q(
     if cfg.family != "flow":
         return make_family(cfg.family, model.dim, loc=z0, scale=cfg.init_scale, **options).to(dtype), None
     gauss = make_family("meanfield", model.dim, loc=z0, scale=cfg.init_scale).to(dtype)
-    warm = replace(cfg, family="meanfield", method="deterministic", estimator="reparam", objective="elbo", draws=64)
+    warm = replace(cfg, family="meanfield", method="deterministic", estimator="reparam", objective="elbo", draws=64,
+                   mc_tol=None)
     warm_info = fit_deterministic(model, gauss, warm, generator)
     options.setdefault("generator", generator)
     flow = make_family("flow", model.dim, loc=gauss.loc.detach(), scale=gauss.scale().detach(), **options).to(dtype)

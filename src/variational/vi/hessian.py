@@ -30,7 +30,7 @@ from torch import Tensor
 from variational.core.families import Family
 from variational.vi.model import Model
 
-__all__ = ["fixed_draw_hessian", "log_density_hessians"]
+__all__ = ["fixed_draw_hessian", "jacobian_of_draws", "log_density_hessians", "split_columns"]
 
 
 def log_density_hessians(model: Model, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -48,11 +48,11 @@ def fixed_draw_hessian(model: Model, q: Family, eps: Tensor) -> Tensor:
     """d2F/dphi2 of the fixed-draw ELBO over q's trainable parameters (flattened in `parameters()` order)."""
     params = [p for p in q.parameters() if p.requires_grad]
     n = sum(p.numel() for p in params)
-    identity = _split(torch.eye(n, dtype=eps.dtype, device=eps.device), params)
+    identity = split_columns(torch.eye(n, dtype=eps.dtype, device=eps.device), params)
     with torch.enable_grad():
         z = q.transform_noise(eps)
         grad, hess = log_density_hessians(model, z)
-        jac = _jacobian(z, params, identity)  # (M, d, P)
+        jac = jacobian_of_draws(z, params, identity)  # (M, d, P)
         linearised = (grad * z).sum() / eps.shape[0] + q.entropy()
         flat = torch.cat([g.reshape(-1) for g in torch.autograd.grad(linearised, params, create_graph=True)])
         second = _flatten(_batched_grad(flat, params, torch.eye(n, dtype=eps.dtype, device=eps.device)), n)
@@ -62,7 +62,7 @@ def fixed_draw_hessian(model: Model, q: Family, eps: Tensor) -> Tensor:
     return 0.5 * (H + H.T)  # exact symmetry for the trust-region solver's Cholesky factorisations
 
 
-def _jacobian(z: Tensor, params: list[Tensor], directions: list[Tensor]) -> Tensor:
+def jacobian_of_draws(z: Tensor, params: list[Tensor], directions: list[Tensor]) -> Tensor:
     """dz/dphi (M, d, P) by forward products J v, each the derivative of a linear vector-Jacobian product."""
     u = torch.zeros_like(z, requires_grad=True)
     vjp = torch.autograd.grad(z, params, grad_outputs=u, create_graph=True)  # J^T u, linear in u
@@ -70,7 +70,7 @@ def _jacobian(z: Tensor, params: list[Tensor], directions: list[Tensor]) -> Tens
     return jv.permute(1, 2, 0)
 
 
-def _split(rows: Tensor, params: list[Tensor]) -> list[Tensor]:
+def split_columns(rows: Tensor, params: list[Tensor]) -> list[Tensor]:
     """Columns of `rows` (B, P) cut into per-parameter blocks of shape (B, *param.shape)."""
     out, offset = [], 0
     for p in params:

@@ -45,6 +45,11 @@ class FitInfo:
     time_s: float
     draws: int  # draws per objective evaluation
     trace: list[float] = field(default_factory=list, repr=False)  # objective per iteration/step
+    # Deterministic fits: the estimated Monte Carlo standard error of q's means, largest over the
+    # coordinates, in units of q's sd (None where not estimated), and the fresh draws of the
+    # Newton step that reduced it (0: none taken).
+    mc_error: float | None = None
+    correction_draws: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -1,0 +1,114 @@
+"""The Monte Carlo error of DADVI's optimum (`variational.vi.mc_error`) and its correction on fresh draws."""
+
+import pytest
+import torch
+from torch.distributions import MultivariateNormal, constraints
+
+from variational import vi
+from variational.core.families import make_family
+from variational.vi import mc_error
+from variational.vi.deterministic import moment_matched_noise
+from variational.vi.hessian import fixed_draw_hessian
+
+F64 = torch.float64
+
+
+def banana():
+    """A skewed, curved 2-dim posterior: a is log Gamma(3, 1), b | a ~ N(a^2 / 4, 1)."""
+
+    def log_joint(p):
+        a, b = p["a"], p["b"]
+        return 3.0 * a - torch.exp(a) - 0.5 * (b - 0.25 * a**2) ** 2
+
+    return vi.Model(log_joint, {"a": constraints.real, "b": constraints.real})
+
+
+@pytest.mark.parametrize("family", ["meanfield", "fullrank", "lowrank"])
+def test_per_draw_gradients_are_each_draws_own_gradient(family):
+    model = banana()
+    torch.manual_seed(0)
+    q = make_family(family, 2, loc=torch.tensor([0.4, -0.3]), scale=0.7).double()
+    eps = q.noise(6, torch.Generator().manual_seed(1))
+    params = [p for p in q.parameters() if p.requires_grad]
+    batched = mc_error._per_draw_gradients(model, q, eps, params)
+    for m in range(len(eps)):
+        one = torch.autograd.grad(model.log_density(q.transform_noise(eps[m:m + 1])).sum(), params)
+        torch.testing.assert_close(batched[m], torch.cat([g.reshape(-1) for g in one]), rtol=1e-12, atol=1e-12)
+
+
+def test_no_error_on_a_gaussian_posterior():
+    """Moment-matched draws make the fixed-draw ELBO exact for a Gaussian target: nothing to estimate or correct."""
+    cov = torch.tensor([[2.0, 0.6], [0.6, 0.5]], dtype=F64)
+    target = MultivariateNormal(torch.tensor([1.0, -2.0], dtype=F64), cov)
+    model = vi.Model(lambda p: target.log_prob(p["x"]), {"x": (constraints.real, (2,))})
+    for family in ("meanfield", "fullrank"):
+        post = vi.fit(model, family=family, seed=3, draws=16)
+        assert post.info.mc_error < 1e-6 and post.info.correction_draws == 0
+        torch.testing.assert_close(post.q.mean(), target.mean, rtol=0, atol=1e-6)
+
+
+def test_estimate_follows_the_spread_over_seeds():
+    """The estimated error of q's means against their spread over 40 independent sets of 64 draws.
+
+    The estimate comes out low on this skewed target: measured 1.8x below the spread in sd at 64
+    draws and 1.45x at 256 (with iid draws, the plain sandwich matches the spread within 15%: the
+    moment-matching part is the approximate one). The bounds allow for that and for 40 seeds.
+    """
+    model, means, estimates = banana(), [], []
+    for seed in range(40):
+        post = vi.fit(model, seed=seed, draws=64, mc_tol=None)
+        means.append(post.q.mean())
+        estimates.append(post.info.mc_error)
+        sd = post.q.scale()
+    spread = float((torch.stack(means).std(0) / sd).max())
+    estimate = sum(estimates) / len(estimates)
+    assert 1.0 < spread / estimate < 2.5
+    # and the moment-matched draws are worth it (measured at 256 draws: iid ones scatter the means 15x more)
+    assert spread < 0.02
+
+
+def test_correction_moves_the_means_to_the_many_draw_optimum():
+    model = banana()
+    best = vi.fit(model, seed=99, draws=16384, mc_tol=None).q.mean()
+    before, after, used = [], [], []
+    for seed in range(12):
+        plain = vi.fit(model, seed=seed, draws=64, mc_tol=None)
+        corrected = vi.fit(model, seed=seed, draws=64, mc_tol=0.002)
+        sd = plain.q.scale()
+        before.append(((plain.q.mean() - best) / sd).abs().max())
+        after.append(((corrected.q.mean() - best) / sd).abs().max())
+        used.append(corrected.info.correction_draws)
+        assert corrected.info.grad_evals >= plain.info.grad_evals + corrected.info.correction_draws
+    before, after = torch.stack(before), torch.stack(after)
+    assert all(n > 64 for n in used)
+    # measured: rms 0.0050 against 0.0097 of q's sd, 1.9x closer (the estimate runs low here, so fewer
+    # draws are taken than the tolerance needs: see test_estimate_follows_the_spread_over_seeds)
+    assert after.pow(2).mean().sqrt() < 0.7 * before.pow(2).mean().sqrt()
+
+
+def test_a_step_longer_than_the_estimated_error_is_refused():
+    """With a Hessian 100x too flat the Newton step overshoots: q goes back and the error reported is the step."""
+    model = banana()
+    post = vi.fit(model, seed=0, draws=64, mc_tol=None)
+    q = post.q.requires_grad_(True)
+    eps = moment_matched_noise(q, 64, torch.Generator().manual_seed(0))
+    hessian = -fixed_draw_hessian(model, q, eps)
+    error = mc_error.estimate(model, q, eps, hessian)
+    start = q.loc.detach().clone()
+    worst, used = mc_error.correct(model, q, error, hessian / 100, tol=1e-4, max_draws=4096,
+                                   noise=lambda n: moment_matched_noise(q, n, torch.Generator().manual_seed(1)))
+    assert used > 64 and torch.equal(q.loc.detach(), start)
+    assert worst > 4 * error.worst
+
+
+def test_draws_for_grows_as_the_square_of_the_error_ratio():
+    error = mc_error.MCError(torch.eye(2), torch.zeros(2), torch.tensor([0.03, 0.01]), slice(0, 2), 64)
+    assert mc_error.draws_for(error, 64, tol=0.01, max_draws=8192) == 692  # 64 * 9 * 1.2, rounded up to even
+    assert mc_error.draws_for(error, 64, tol=0.001, max_draws=8192) == 8192
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="mc_tol must be > 0 or None"):
+        vi.FitConfig(mc_tol=0.0)
+    with pytest.raises(ValueError, match="max_draws must be >= 1"):
+        vi.FitConfig(max_draws=0)
