@@ -54,13 +54,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> NoReturn:
-    """The `variational` console script: `main`, then exit with its status."""
-    code = main()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a torchrun rank: see exit_process
-        from variational.vae.distributed import exit_process
+    """The `variational` console script: `main`, then exit with its status.
 
-        exit_process(code)
-    raise SystemExit(code)
+    A torchrun rank always leaves through `exit_process` (see there), a failure included: an
+    unexpected exception prints its traceback and ends the rank with status 1.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        raise SystemExit(main())
+    import traceback
+
+    from variational.vae.distributed import exit_process
+
+    try:
+        code = main()
+    except SystemExit as e:  # argparse's --help and usage errors, before any process group
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    exit_process(code)
 
 
 if __name__ == "__main__":

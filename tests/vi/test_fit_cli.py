@@ -47,6 +47,15 @@ def test_fit_table_output(capsys):
         assert needle in out
 
 
+def test_mc_tol_zero_estimates_without_correcting(capsys):
+    assert _run(["fit", str(EXAMPLE), "--seed", "1", "--mc-tol", "0", "--json"]) == 0
+    fit = json.loads(capsys.readouterr().out)["fit"]
+    assert fit["correction_draws"] == 0 and 0 < fit["mc_error"] < 1
+    assert _run(["fit", str(EXAMPLE), "--seed", "1", "--mc-tol", "0"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("MC err"))
+    assert "fresh" not in line and "more --draws" not in line
+
+
 def test_missing_file_and_missing_model_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="model file not found: .*nope.py"):
         _run(["fit", str(tmp_path / "nope.py")])

@@ -1,5 +1,8 @@
 """The Monte Carlo error of DADVI's optimum (`variational.vi.mc_error`) and its correction on fresh draws."""
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 from torch.distributions import MultivariateNormal, constraints
@@ -7,10 +10,10 @@ from torch.distributions import MultivariateNormal, constraints
 from variational import vi
 from variational.core.families import make_family
 from variational.vi import mc_error
-from variational.vi.deterministic import moment_matched_noise
-from variational.vi.hessian import fixed_draw_hessian
+from variational.vi.deterministic import fit_deterministic
 
 F64 = torch.float64
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "eight_schools_model.py"
 
 
 def banana():
@@ -52,17 +55,17 @@ def test_estimate_follows_the_spread_over_seeds():
 
     The estimate comes out low on this skewed target: measured 1.8x below the spread in sd at 64
     draws and 1.45x at 256 (with iid draws, the plain sandwich matches the spread within 15%: the
-    moment-matching part is the approximate one). The bounds allow for that and for 40 seeds.
+    moment-matching part is the approximate one). The bounds allow a factor 2.5 either way of 1.
     """
-    model, means, estimates = banana(), [], []
+    model, means, estimates, sds = banana(), [], [], []
     for seed in range(40):
         post = vi.fit(model, seed=seed, draws=64, mc_tol=None)
         means.append(post.q.mean())
         estimates.append(post.info.mc_error)
-        sd = post.q.scale()
-    spread = float((torch.stack(means).std(0) / sd).max())
+        sds.append(post.q.scale())
+    spread = float((torch.stack(means).std(0) / torch.stack(sds).mean(0)).max())
     estimate = sum(estimates) / len(estimates)
-    assert 1.0 < spread / estimate < 2.5
+    assert 0.4 < spread / estimate < 2.5
     # and the moment-matched draws are worth it (measured at 256 draws: iid ones scatter the means 15x more)
     assert spread < 0.02
 
@@ -86,19 +89,45 @@ def test_correction_moves_the_means_to_the_many_draw_optimum():
     assert after.pow(2).mean().sqrt() < 0.7 * before.pow(2).mean().sqrt()
 
 
-def test_a_step_longer_than_the_estimated_error_is_refused():
-    """With a Hessian 100x too flat the Newton step overshoots: q goes back and the error reported is the step."""
+def _eight_schools():
+    spec = importlib.util.spec_from_file_location("eight_schools_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.model
+
+
+def test_a_step_longer_than_its_standard_error_is_refused():
+    """Eight schools' funnel: on seed 0 the step to the fresh draws' optimum is more than 4 standard
+    errors long, so q stays exactly at the 64-draw optimum and the step's length is the error reported."""
+    model = _eight_schools()
+    plain = vi.fit(model, seed=0, mc_tol=None)
+    post = vi.fit(model, seed=0)
+    assert post.info.correction_refused and post.info.correction_draws > 64
+    torch.testing.assert_close(post.q.mean(), plain.q.mean(), rtol=0, atol=0)
+    assert post.info.mc_error > plain.info.mc_error > post.info.mc_error / 10  # measured 0.118 against 0.059
+    # the other seeds' steps are taken (measured: seeds 1-3 land at 0.035-0.036 sd of the 4,096-draw optimum)
+    taken = vi.fit(model, seed=1)
+    assert not taken.info.correction_refused and taken.info.mc_error < 0.01
+
+
+def test_estimated_only_for_mean_field_and_full_rank_with_all_parameters_free():
     model = banana()
-    post = vi.fit(model, seed=0, draws=64, mc_tol=None)
-    q = post.q.requires_grad_(True)
-    eps = moment_matched_noise(q, 64, torch.Generator().manual_seed(0))
-    hessian = -fixed_draw_hessian(model, q, eps)
-    error = mc_error.estimate(model, q, eps, hessian)
-    start = q.loc.detach().clone()
-    worst, used = mc_error.correct(model, q, error, hessian / 100, tol=1e-4, max_draws=4096,
-                                   noise=lambda n: moment_matched_noise(q, n, torch.Generator().manual_seed(1)))
-    assert used > 64 and torch.equal(q.loc.detach(), start)
-    assert worst > 4 * error.worst
+    assert vi.fit(model, family="lowrank", seed=0, method="deterministic").info.mc_error is None  # W is rotation-free
+    q = make_family("meanfield", 2, scale=0.1).double()
+    q.loc.requires_grad_(False)  # only the scales are fitted
+    assert not mc_error.supports(q)
+    info = fit_deterministic(model, q, vi.FitConfig(draws=32).resolved(model), torch.Generator().manual_seed(0))
+    assert info.converged and info.mc_error is None and info.correction_draws == 0
+
+
+def test_float32_fits_get_the_float64_estimate():
+    model = banana()
+    one = vi.fit(model, seed=2, dtype="float32")
+    two = vi.fit(model, seed=2)
+    assert one.q.loc.dtype == torch.float32 and one.info.mc_error is not None
+    # The moment-matched draws leave a residual that is a small difference of per-draw gradients,
+    # which float32 rounds: measured 0.0035 against 0.0026 in float64.
+    assert 0.5 < one.info.mc_error / two.info.mc_error < 2
 
 
 def test_draws_for_grows_as_the_square_of_the_error_ratio():

@@ -16,6 +16,7 @@ Share(start=51, stop=101, total=101)
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from contextlib import contextmanager
@@ -134,12 +135,18 @@ def exit_process(code: int) -> NoReturn:
     2.13: its Gloo worker threads go on running). Such a thread may still be releasing the last
     collective's tensors when the interpreter finalises; that needs the GIL, which finalisation no
     longer hands out, so the rank aborts (SIGABRT, "terminate called without an active exception")
-    after a run that succeeded. Every file is closed by now: flush the streams and leave at once.
+    after a run that succeeded. So a rank flushes the standard streams and the logging handlers and
+    leaves at once: atexit handlers do not run, and files must be closed by the time it is called
+    (this package closes every file it writes before returning). Outside torchrun: SystemExit.
     """
-    if not _joined:
+    if not (_joined or launched()):
         raise SystemExit(code)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be written anyway
+            pass
     os._exit(code)
 
 

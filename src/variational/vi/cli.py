@@ -172,8 +172,12 @@ def _report(post, record: dict) -> str:
         f"time   {record['time_s']:.2f} s  ({info['objective_evals']} objective evaluations, {info['grad_evals']} log-density gradients)",
     ]
     if info.get("mc_error") is not None:
-        fresh = f" and {info['correction_draws']} fresh ones to reduce it" if info["correction_draws"] else ""
-        advice = "; more --draws would lower it" if info["mc_error"] > record.get("mc_tol", 0.01) else ""
+        fresh = ""
+        if info["correction_draws"]:
+            fresh = f" and {info['correction_draws']} fresh ones" + (
+                ", whose correcting step was refused" if info["correction_refused"] else " to reduce it")
+        tol = record.get("mc_tol", 0.01)
+        advice = "; more --draws would lower it" if tol and info["mc_error"] > tol else ""
         lines.insert(3, f"MC err {info['mc_error']:.3f} of q's sd on the means ({info['draws']} fixed draws{fresh}){advice}")
     if "plot" in record:
         lines.append(f"plot   {record['plot']}")

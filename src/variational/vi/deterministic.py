@@ -13,9 +13,9 @@ clear stopping criterion (gradient below `gtol`) instead of many thousands of no
 * otherwise L-BFGS, handing over to trust-region Newton-CG with exact Hessian-vector products when
   it stalls.
 
-Where the exact Hessian is at hand, the Monte Carlo error of the optimum is then estimated
-(`variational.vi.mc_error`) and, when q's means are off by more than `mc_tol` of q's sd, shrunk by
-one Newton step on a larger set of fresh draws.
+For mean field and full rank with few parameters, the Monte Carlo error of the optimum is then
+estimated (`variational.vi.mc_error`) and, when q's means are off by more than `mc_tol` of q's sd,
+shrunk by up to two Newton steps on larger sets of fresh draws.
 """
 
 from __future__ import annotations
@@ -189,34 +189,39 @@ def fit_deterministic(model: Model, q: Family, cfg, generator: torch.Generator) 
         final = float(flat.value_fn())
     finite = bool(flat.trace) and math.isfinite(final)  # a fake value from _Flat.fun must not pass as converged
     converged = _converged(result, cfg.gtol) and finite
-    error, fresh = _error_and_correction(flat, eps, cfg, generator) if converged else (None, 0)
+    correction = _error_and_correction(flat, eps, cfg, generator, result.x) if converged else None
     return FitInfo(
         family=cfg.family, method="deterministic", converged=converged,
         message=f"{' then '.join(used)}: {result.message}" + ("" if finite else f" (but the objective is {final} there)"),
-        iterations=iterations, objective_evals=flat.evals, grad_evals=flat.evals * eps.shape[0] + fresh,
+        iterations=iterations, objective_evals=flat.evals,
+        grad_evals=flat.evals * eps.shape[0] + (correction.draws if correction else 0),
         time_s=time.perf_counter() - start, draws=int(eps.shape[0]), trace=flat.trace,
-        mc_error=error, correction_draws=fresh,
+        mc_error=correction.error if correction else None, correction_draws=correction.draws if correction else 0,
+        correction_refused=correction.refused if correction else False,
     )
 
 
-def _error_and_correction(flat: _Flat, eps: Tensor, cfg, generator: torch.Generator) -> tuple[float | None, int]:
-    """The Monte Carlo error of q's means at the optimum (in q's sds), reduced to `cfg.mc_tol` when above it.
+def _error_and_correction(flat: _Flat, eps: Tensor, cfg, generator: torch.Generator,
+                          x: np.ndarray) -> mc_error.Correction | None:
+    """The Monte Carlo error of q's means at the optimum x (in q's sds), reduced to `cfg.mc_tol` when above it.
 
-    Returns (the error, the fresh draws of the correcting Newton steps, 0 if none). Estimated only
-    where the exact Hessian is cheap (the Gaussian families with few parameters); else (None, 0).
+    None where it is not estimated: families other than mean field and full rank, frozen
+    parameters, more parameters than the exact Hessian is built for, or a Hessian that is not
+    positive definite there.
     """
     q = flat.q
-    if flat.hess_fn is None or q.entropy() is None or flat.size > _NEWTON_MAX_PARAMS or eps.shape[0] < 4:
-        return None, 0
-    hessian = flat.hess(flat.get())
+    if not mc_error.supports(q) or flat.size > _NEWTON_MAX_PARAMS or eps.shape[0] < 4:
+        return None
+    hessian = torch.from_numpy(flat.hess(x))  # trust-exact's last one when x is its final point
+    flat.set(x)
     flat.evals += 1  # the per-draw gradients
     try:
-        error = mc_error.estimate(flat.model, q, eps, torch.from_numpy(hessian))
-    except torch.linalg.LinAlgError:  # a singular Hessian: no estimate
-        return None, 0
+        error = mc_error.estimate(flat.model, q, eps, hessian)
+    except (RuntimeError, ValueError):  # not positive definite (LinAlgError), or no finite estimate
+        return None
     if cfg.mc_tol is None:
-        return error.worst, 0
-    return mc_error.correct(flat.model, q, error, torch.from_numpy(hessian), cfg.mc_tol, cfg.max_draws,
+        return mc_error.Correction(error.worst, 0, refused=False)
+    return mc_error.correct(flat.model, q, error, hessian, cfg.mc_tol, cfg.max_draws,
                             lambda n: moment_matched_noise(q, n, generator))
 
 

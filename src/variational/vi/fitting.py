@@ -57,8 +57,8 @@ class FitConfig:
     optimizer: str = "auto"  # deterministic: "lbfgs", "trust-ncg", "trust-exact" or "auto" (see choose_optimizer)
     max_iter: int = 1000  # deterministic optimiser iterations
     gtol: float = 1e-6  # deterministic: stop when every gradient entry is below this
-    # deterministic: the Monte Carlo error of q's means allowed, in q's sds; above it, one Newton step
-    # on up to max_draws fresh draws brings it down (None: estimate only)
+    # deterministic: the Monte Carlo error of q's means allowed, in q's sds; above it, up to two Newton
+    # steps on up to max_draws fresh draws bring it down (None: estimate only)
     mc_tol: float | None = 0.01
     max_draws: int = 8192
     lr: float = 0.05  # stochastic: Adam's first step size

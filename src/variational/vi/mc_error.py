@@ -13,10 +13,14 @@ therefore taken from the pair averages (the even part) after regressing out the 
 eps_i eps_j; on a Gaussian posterior the residual, and with it the error, is zero.
 
 When the error of q's means is above a tolerance, `correct` takes a Newton step from phi_M on a
-larger, fresh set of draws: phi = phi_M - H^-1 grad F_N(phi_M). That costs one gradient pass over
-the N draws (instead of re-optimising on them) and leaves the error of the N-draw optimum, which the
-same estimate reports. A step much longer than the estimated error shows the quadratic model (or
-the estimate) failing, as on funnels: then q stays at phi_M and the step's length is the error reported.
+larger, fresh set of draws: phi = phi_M - H^-1 grad F_N(phi_M) (two at most). That costs one
+gradient pass over the N draws (instead of re-optimising on them) and leaves the error of the
+N-draw optimum, which the same estimate reports. A step much longer than the estimated error shows
+the quadratic model (or the estimate) failing, as on funnels: then q stays at phi_M and the step's
+length is the error reported.
+
+Mean field and full rank only: a low-rank factor W is determined up to a rotation, so its Hessian
+is singular and the sandwich undefined. The linear algebra runs in float64 whatever q's dtype.
 """
 
 from __future__ import annotations
@@ -33,23 +37,30 @@ from variational.core.families import Family
 from variational.vi.hessian import jacobian_of_draws, split_columns
 from variational.vi.model import Model
 
-__all__ = ["MCError", "correct", "draws_for", "estimate"]
+__all__ = ["Correction", "MCError", "correct", "draws_for", "estimate", "supports"]
 
 # Residual degrees of freedom below which the full quadratic regression is too noisy to trust;
 # with fewer pairs than that, only the squares eps_i^2 are regressed out (a conservative estimate).
 _MIN_RESIDUAL_DOF = 4
 _ROUNDS = 2  # correcting Newton steps at most
 # A correcting step is taken only if it moves each of q's means by at most this many estimated
-# standard errors of the step (a 4-sigma consistency check of the quadratic model).
+# standard errors of the step (a 4-sigma consistency check of the quadratic model; see _consistent).
 _MAX_STEP_IN_SE = 4.0
+
+
+def supports(q: Family) -> bool:
+    """Whether the estimate applies: mean field or full rank with all its parameters trainable."""
+    from variational.core.families import FullRank, MeanField
+
+    return isinstance(q, (MeanField, FullRank)) and all(p.requires_grad for p in q.parameters())
 
 
 @dataclass(frozen=True)
 class MCError:
     """The estimated Monte Carlo error of a DADVI optimum at its draws."""
 
-    covariance: Tensor  # (P, P): of q's flattened trainable parameters
-    gradient: Tensor  # (P,): the gradient of the negative fixed-draw objective at these parameters
+    covariance: Tensor  # (P, P), float64: of q's flattened parameters
+    gradient: Tensor  # (P,), float64: the gradient of the negative fixed-draw objective there
     mean_se: Tensor  # (d,): standard error of q's means, in units of q's marginal sd
     loc: slice  # where q's means sit among the P parameters
     draws: int  # the draws it was estimated at
@@ -62,55 +73,88 @@ class MCError:
 def estimate(model: Model, q: Family, eps: Tensor, neg_hessian: Tensor) -> MCError:
     """The error of the optimum of the fixed-draw ELBO at draws `eps`, with q at (or near) that optimum.
 
-    `neg_hessian` is the Hessian of the negative objective (positive definite at a maximum); `eps`
-    must come from `moment_matched_noise`: antithetic halves, eps[k + M/2] a whitened -eps[k].
+    `neg_hessian` is the Hessian of the negative objective, positive definite at a maximum (else
+    torch.linalg.LinAlgError); `eps` must come from `moment_matched_noise`: antithetic halves,
+    eps[k + M/2] a whitened -eps[k]. q must be one that `supports` accepts.
     """
-    params = [p for p in q.parameters() if p.requires_grad]
-    per_draw = _per_draw_gradients(model, q, eps, params)  # (M, P), of log p(T(eps_m))
+    params = list(q.parameters())
+    per_draw = _per_draw_gradients(model, q, eps, params).double()  # (M, P), of log p(T(eps_m))
     with torch.enable_grad():
         entropy_grad = torch.autograd.grad(q.entropy(), params, allow_unused=True)  # free of the location
     entropy_grad = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(entropy_grad, params)])
-    gradient = -(per_draw.mean(0) + entropy_grad)
-    inv = torch.linalg.inv(neg_hessian.to(per_draw))
-    covariance = inv @ _mean_covariance(per_draw, eps) @ inv.T
+    gradient = -(per_draw.mean(0) + entropy_grad.double())
+    factor = torch.linalg.cholesky(neg_hessian.double())  # raises unless positive definite
+    inv = torch.cholesky_inverse(factor)
+    covariance = inv @ _mean_covariance(per_draw, eps.double()) @ inv
     covariance = 0.5 * (covariance + covariance.T)
     loc = _loc_slice(q, params)
-    sd = q.marginal_log_scale().detach().exp()
+    sd = q.marginal_log_scale().detach().double().exp()
     mean_se = covariance.diagonal()[loc].clamp_min(0).sqrt() / sd
     return MCError(covariance, gradient.detach(), mean_se, loc, eps.shape[0])
 
 
+@dataclass(frozen=True)
+class Correction:
+    """What `correct` did: the error left (q's sds), the fresh draws used, whether a step was refused."""
+
+    error: float
+    draws: int
+    refused: bool
+
+
 def correct(model: Model, q: Family, error: MCError, neg_hessian: Tensor, tol: float, max_draws: int,
-            noise: Callable[[int], Tensor]) -> tuple[float, int]:
+            noise: Callable[[int], Tensor]) -> Correction:
     """Newton steps on fresh draws `noise(n)` until the error of q's means is below `tol`; q moves in place.
 
-    `error` is the estimate at q's current (fixed-draw optimal) parameters and draws. Returns the
-    error left and the fresh draws used. Each round takes as many draws as the last estimate says
-    the tolerance needs: the error need not fall as 1 / sqrt(draws) from M moment-matched draws,
-    so the second round starts from the estimate at the larger set.
+    `error` is the estimate at q's current (fixed-draw optimal) parameters and draws. Each round
+    takes as many draws as the last estimate says the tolerance needs: the error need not fall as
+    1 / sqrt(draws) from M moment-matched draws, so the second round starts from the estimate at the
+    larger set. A refused step, or a failure on the fresh draws, puts q back where it started.
     """
-    params = [p for p in q.parameters() if p.requires_grad]
+    params = list(q.parameters())
     start = parameters_to_vector(params).detach().clone()
-    first, worst, draws, used = error.worst, error.worst, error.draws, 0
+    hessian = neg_hessian.double()
+    worst, draws, used = error.worst, error.draws, 0
     for _ in range(_ROUNDS):
         if worst <= tol or draws >= max_draws:
             break
         draws = draws_for(error, draws, tol, max_draws)
-        larger = estimate(model, q, noise(draws), neg_hessian)
         used += draws
-        step = torch.linalg.solve(neg_hessian.to(larger.gradient), larger.gradient)
+        try:
+            larger = estimate(model, q, noise(draws), hessian)
+        except (RuntimeError, ValueError):  # e.g. a non-finite density far out in the tails
+            vector_to_parameters(start.clone(), params)
+            return Correction(error.worst if used == draws else worst, used, refused=True)
+        step = torch.cholesky_solve(larger.gradient[:, None], torch.linalg.cholesky(hessian))[:, 0]
         # The step estimates how far the optimum on the fresh draws lies from the current point:
         # about the two optima's Monte Carlo errors together. Much more and the Hessian or the
-        # estimate is off: the steps taken rest on the same Hessian, so go back to the start.
-        shift = step[error.loc].abs() / q.marginal_log_scale().detach().exp()
-        expected = (error.mean_se**2 + larger.mean_se**2).sqrt()
-        if not (torch.isfinite(step).all() and bool((shift <= _MAX_STEP_IN_SE * expected).all())):
+        # estimate is off: the steps taken rest on the same Hessian, so go back to the start and
+        # report the step's length (in q's sds, on the means) as the error.
+        sd = q.marginal_log_scale().detach().double().exp()
+        if not (torch.isfinite(step).all() and _consistent(step, error, larger, sd, tol)):
             vector_to_parameters(start.clone(), params)
-            return max(first, worst, float(shift.max()) if torch.isfinite(step).all() else 0.0), used
+            shift = float((step[error.loc].abs() / sd).max()) if torch.isfinite(step).all() else math.inf
+            return Correction(max(worst, shift), used, refused=True)
         with torch.no_grad():
-            vector_to_parameters(parameters_to_vector(params) - step, params)
+            vector_to_parameters(parameters_to_vector(params) - step.to(start), params)
         error, worst = larger, larger.worst
-    return worst, used
+    return Correction(worst, used, refused=False)
+
+
+def _consistent(step: Tensor, error: MCError, larger: MCError, sd: Tensor, tol: float) -> bool:
+    """Whether a correcting step is about as long as the two optima's Monte Carlo errors allow.
+
+    Each parameter may move by `_MAX_STEP_IN_SE` standard errors of the step (the means; twice that
+    for the scale parameters, whose estimate is rougher), or by `tol` (in q's sds for the means),
+    whichever is more: a step below the tolerance cannot matter, even where the estimated error is
+    near zero (a direction in which the posterior is Gaussian).
+    """
+    expected = (error.covariance.diagonal() + larger.covariance.diagonal()).clamp_min(0).sqrt()
+    allowed = 2 * _MAX_STEP_IN_SE * expected
+    allowed[error.loc] = _MAX_STEP_IN_SE * expected[error.loc]
+    floor = torch.full_like(step, tol)
+    floor[error.loc] = tol * sd
+    return bool((step.abs() <= torch.maximum(allowed, floor)).all())
 
 
 def draws_for(error: MCError, draws: int, tol: float, max_draws: int) -> int:

@@ -45,11 +45,13 @@ class FitInfo:
     time_s: float
     draws: int  # draws per objective evaluation
     trace: list[float] = field(default_factory=list, repr=False)  # objective per iteration/step
-    # Deterministic fits: the estimated Monte Carlo standard error of q's means, largest over the
-    # coordinates, in units of q's sd (None where not estimated), and the fresh draws of the
-    # Newton step that reduced it (0: none taken).
+    # Deterministic fits (mean field, full rank): the estimated Monte Carlo standard error of q's
+    # means, largest over the coordinates, in units of q's sd (None where not estimated); the fresh
+    # draws of the Newton steps that tried to reduce it (0: none tried); and whether a step was
+    # refused (then q is the fixed-draw optimum and mc_error the refused step's length).
     mc_error: float | None = None
     correction_draws: int = 0
+    correction_refused: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
