@@ -1,4 +1,4 @@
-"""The Monte Carlo error of DADVI's optimum, and a one-step correction that shrinks it.
+"""The Monte Carlo error of DADVI's optimum, and Newton steps on fresh draws that shrink it.
 
 DADVI's q maximises the fixed-draw objective F_M, not the ELBO itself: its parameters phi_M carry a
 Monte Carlo error from the M draws. Linearising the optimality condition grad F_M(phi_M) = 0 gives
@@ -16,8 +16,8 @@ When the error of q's means is above a tolerance, `correct` takes a Newton step 
 larger, fresh set of draws: phi = phi_M - H^-1 grad F_N(phi_M) (two at most). That costs one
 gradient pass over the N draws (instead of re-optimising on them) and leaves the error of the
 N-draw optimum, which the same estimate reports. A step much longer than the estimated error shows
-the quadratic model (or the estimate) failing, as on funnels: then q stays at phi_M and the step's
-length is the error reported.
+the quadratic model (or the estimate) failing, as on funnels: then q goes back to phi_M and the
+step's length is the error reported.
 
 Mean field and full rank only: a low-rank factor W is determined up to a rotation, so its Hessian
 is singular and the sandwich undefined. The linear algebra runs in float64 whatever q's dtype.
@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from variational.core.families import Family
+from variational.core.families import Family, FullRank, MeanField
 from variational.vi.hessian import jacobian_of_draws, split_columns
 from variational.vi.model import Model
 
@@ -50,8 +50,6 @@ _MAX_STEP_IN_SE = 4.0
 
 def supports(q: Family) -> bool:
     """Whether the estimate applies: mean field or full rank with all its parameters trainable."""
-    from variational.core.families import FullRank, MeanField
-
     return isinstance(q, (MeanField, FullRank)) and all(p.requires_grad for p in q.parameters())
 
 
