@@ -68,6 +68,8 @@ def run() -> NoReturn:
     try:
         code = main()
     except SystemExit as e:  # argparse's --help and usage errors, before any process group
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)  # as the interpreter would
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BaseException:
         traceback.print_exc()
