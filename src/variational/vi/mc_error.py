@@ -112,7 +112,8 @@ def correct(model: Model, q: Family, error: MCError, neg_hessian: Tensor, tol: f
     params = list(q.parameters())
     start = parameters_to_vector(params).detach().clone()
     hessian = neg_hessian.double()
-    worst, draws, used = error.worst, error.draws, 0
+    first = worst = error.worst  # first: the error at the start, which is q's again after a revert
+    draws, used = error.draws, 0
     for _ in range(_ROUNDS):
         if worst <= tol or draws >= max_draws:
             break
@@ -122,7 +123,7 @@ def correct(model: Model, q: Family, error: MCError, neg_hessian: Tensor, tol: f
             larger = estimate(model, q, noise(draws), hessian)
         except (RuntimeError, ValueError):  # e.g. a non-finite density far out in the tails
             vector_to_parameters(start.clone(), params)
-            return Correction(error.worst if used == draws else worst, used, refused=True)
+            return Correction(first, used, refused=True)
         step = torch.cholesky_solve(larger.gradient[:, None], torch.linalg.cholesky(hessian))[:, 0]
         # The step estimates how far the optimum on the fresh draws lies from the current point:
         # about the two optima's Monte Carlo errors together. Much more and the Hessian or the
@@ -132,7 +133,7 @@ def correct(model: Model, q: Family, error: MCError, neg_hessian: Tensor, tol: f
         if not (torch.isfinite(step).all() and _consistent(step, error, larger, sd, tol)):
             vector_to_parameters(start.clone(), params)
             shift = float((step[error.loc].abs() / sd).max()) if torch.isfinite(step).all() else math.inf
-            return Correction(max(worst, shift), used, refused=True)
+            return Correction(max(first, shift), used, refused=True)
         with torch.no_grad():
             vector_to_parameters(parameters_to_vector(params) - step.to(start), params)
         error, worst = larger, larger.worst
