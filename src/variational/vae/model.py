@@ -14,8 +14,9 @@ from torch.distributions import Distribution, Independent, Normal
 
 from variational.core import iw_bound, kl_standard_normal
 from variational.vae.config import VAEConfig
-from variational.vae.likelihoods import build_likelihood
-from variational.vae.nets import build_nets
+from variational.vae.fused import MLPLayers, mlp_bernoulli_elbo
+from variational.vae.likelihoods import BernoulliLikelihood, build_likelihood
+from variational.vae.nets import MLPDecoder, MLPEncoder, build_nets
 
 
 class VAE(nn.Module):
@@ -34,6 +35,7 @@ class VAE(nn.Module):
         self.latent_dim = config.latent_dim
         self.encoder, self.decoder = build_nets(config.arch, self.image_shape, config.hidden, config.latent_dim)
         self.likelihood = build_likelihood(config.likelihood, math.prod(self.image_shape), config.sigma)
+        self._fused = _fused_layers(self)
 
     # --- the two halves -------------------------------------------------------------------
     def encode(self, x: Tensor) -> Distribution:
@@ -53,6 +55,12 @@ class VAE(nn.Module):
     # --- objectives ------------------------------------------------------------------------
     def elbo(self, x: Tensor, beta: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
         """Per-image ELBO: log p(x|z) at one reparameterised draw z = mu + sigma * eps, minus beta * KL."""
+        if self._fused is not None and not x.requires_grad:
+            # The same function through one hand-differentiated node (vae/fused.py); the noise is
+            # drawn exactly as below, so the random stream is the same either way.
+            like = self._fused.encoder[-1].weight
+            eps = _standard_normal((x.shape[0], self.latent_dim), generator, like)
+            return mlp_bernoulli_elbo(self._fused, x.flatten(1), eps, beta)
         mu, logvar = self.encoder(x)
         eps = _standard_normal(mu.shape, generator, mu)
         z = mu + (0.5 * logvar).exp() * eps
@@ -111,6 +119,15 @@ class VAE(nn.Module):
     @property
     def _device(self) -> torch.device:
         return next(self.parameters()).device
+
+
+def _fused_layers(vae: VAE) -> MLPLayers | None:
+    """The linear layers of an MLP encoder and decoder over a Bernoulli likelihood, else None."""
+    if not (isinstance(vae.encoder, MLPEncoder) and isinstance(vae.decoder, MLPDecoder)
+            and isinstance(vae.likelihood, BernoulliLikelihood)):
+        return None
+    linear = [[m for m in net.modules() if isinstance(m, nn.Linear)] for net in (vae.encoder, vae.decoder)]
+    return MLPLayers(*linear)
 
 
 def _standard_normal(shape: tuple[int, ...], generator, like: Tensor) -> Tensor:

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from variational import data as datasets
 from variational.checkpoint import save_json
+from variational.memory import keep_freed_memory
 from variational.vae import distributed, persist
 from variational.vae.config import VAEConfig
 from variational.vae.evaluation import mean_elbo
@@ -133,6 +134,8 @@ def train(config: VAEConfig, out: str | Path | None = None, resume: bool = False
     main = group is None or group.is_main
     log = (log or (lambda msg: tqdm.write(msg))) if main else (lambda msg: None)
     config = _resolve_config(config, out, resume)
+    if torch.device(config.device).type == "cpu":
+        keep_freed_memory()  # each step's tensors reuse the last step's pages (variational/memory.py)
     torch.manual_seed(config.seed)  # weight initialisation; all later randomness uses `g`
     data = prepare_data(config)
     model = VAE(config, tuple(data.x_train.shape[1:])).to(config.device)
@@ -204,7 +207,7 @@ def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data:
     bar = tqdm(total=n_batches, initial=loop.step, desc=f"epoch {epoch + 1}/{config.epochs}",
                unit="batch", disable=not progress, leave=False, dynamic_ncols=True)
     for step in range(loop.step, n_batches):
-        x = x_all[loop.perm[step * bs:(step + 1) * bs]]
+        x = x_all.index_select(0, loop.perm[step * bs:(step + 1) * bs])
         if config.binarize == "dynamic":
             x = datasets.binarize_dynamic(x, g)
         if ddp is not None:
