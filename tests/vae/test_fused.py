@@ -92,3 +92,35 @@ def test_bce_form_matches_torch_functional():
     mu_, logvar = vae.encoder(x)
     expected = -bce - kl_standard_normal(mu_, logvar)
     torch.testing.assert_close(mlp_bernoulli_elbo(vae._fused, x, eps), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_training_step_gradients_equal_autograd_and_replace_the_last_step():
+    torch.manual_seed(6)
+    vae = VAE(VAEConfig(hidden=[32, 16], latent_dim=4), (8, 8))
+    x = torch.rand(10, 8, 8)
+    expected_loss = -generic_elbo(vae, x, torch.randn(10, 4, generator=torch.Generator().manual_seed(7)), 0.4).mean()
+    expected = torch.autograd.grad(expected_loss, list(vae.parameters()))
+    for _ in range(2):  # the second call must overwrite the first's gradient, not add to it
+        loss = vae.loss_and_gradients(x, beta=0.4, generator=torch.Generator().manual_seed(7))
+    assert loss == pytest.approx(expected_loss.item(), rel=1e-6)
+    for p, e in zip(vae.parameters(), expected):
+        torch.testing.assert_close(p.grad, e, rtol=1e-4, atol=1e-5)
+
+
+def test_training_step_leaves_frozen_parameters_alone():
+    vae = VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
+    frozen = vae._fused.decoder[0].bias
+    frozen.requires_grad_(False)
+    vae.loss_and_gradients(torch.rand(3, 4, 4))
+    assert frozen.grad is None and vae._fused.decoder[0].weight.grad is not None
+
+
+def test_training_step_of_other_models_backpropagates():
+    torch.manual_seed(8)
+    vae = VAE(VAEConfig(hidden=[8], latent_dim=2, iw_k=3), (4, 4))  # the IWAE bound: autograd's path
+    x = torch.rand(5, 4, 4)
+    loss = vae.loss_and_gradients(x, generator=torch.Generator().manual_seed(1))
+    expected = -vae.iw_elbo(x, 3, generator=torch.Generator().manual_seed(1)).mean()
+    assert loss == pytest.approx(expected.item(), rel=1e-6)
+    grads = [p.grad.clone() for p in vae.parameters()]
+    torch.testing.assert_close(grads, list(torch.autograd.grad(expected, list(vae.parameters()))))

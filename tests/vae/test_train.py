@@ -74,19 +74,19 @@ def test_sigterm_mid_epoch_checkpoints_and_resume_is_exact(tmp_path):
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     cfg = vae.VAEConfig(**SMALL)
     poisoned = {"on": False}
-    elbo = vae.VAE.elbo
+    step = vae.VAE.loss_and_gradients
 
-    def nan_elbo(self, x, **kw):  # from epoch 2, step 4 on, the objective is NaN
-        out = elbo(self, x, **kw)
-        return out * float("nan") if poisoned["on"] else out
+    def nan_step(self, x, **kw):  # from epoch 2, step 4 on, the loss is NaN
+        loss = step(self, x, **kw)
+        return loss * float("nan") if poisoned["on"] else loss
 
     def switch(epoch, step, loss):
         poisoned["on"] = poisoned["on"] or (epoch, step) == (1, 2)
 
-    monkeypatch.setattr(vae.VAE, "elbo", nan_elbo)
+    monkeypatch.setattr(vae.VAE, "loss_and_gradients", nan_step)
     with pytest.raises(vae.TrainingDiverged, match=r"epoch 2, step 4"):
         vae.train(cfg, tmp_path / "run", progress=False, on_step=switch, log=lambda m: None)
-    monkeypatch.setattr(vae.VAE, "elbo", elbo)
+    monkeypatch.setattr(vae.VAE, "loss_and_gradients", step)
     saved = load_tensors(tmp_path / "run" / "checkpoint.safetensors")
     epoch_one = vae.train(vae.VAEConfig(**{**SMALL, "epochs": 1}), tmp_path / "ref", progress=False, log=lambda m: None)
     for k, v in epoch_one.model.state_dict().items():

@@ -1,12 +1,17 @@
-"""The ELBO of an MLP VAE with a Bernoulli decoder, as one autograd node with a hand-written backward.
+"""The ELBO of an MLP VAE with a Bernoulli decoder and its gradient, written out by hand.
 
 This is the texts' reference model (784-400-20, ReLU, sigmoid/BCE output) and every other MLP with
 a Bernoulli decoder. Autograd records about thirty nodes for its per-image ELBO at one draw
 z = mu + sigma * eps; here the forward keeps the activations it needs (ReLUs applied in place), and
 the backward forms the decoder's error signal x - sigmoid(logits) in one pass and runs the layers'
 products in reverse. Same function, same gradients (checked against autograd in float64 by
-tests/vae/test_fused.py), about a tenth less time per training step on CPU. The parameters stay
-ordinary leaves, so optimisers and DistributedDataParallel's gradient hooks see nothing different.
+tests/vae/test_fused.py). Two entry points:
+
+- `mlp_bernoulli_elbo`: one autograd node (what `VAE.elbo` uses), so DistributedDataParallel's
+  gradient hooks and any loss built on it work as usual;
+- `loss_and_gradients`: the single-process training step, which writes the gradient straight
+  into the parameters' `.grad` buffers, kept from step to step: a quarter less time per step of
+  the reference model on CPU than autograd through the generic modules (bench/vae_speed.py).
 """
 
 from __future__ import annotations
@@ -28,39 +33,101 @@ class MLPLayers:
 
 
 def mlp_bernoulli_elbo(layers: MLPLayers, x: Tensor, eps: Tensor, beta: float = 1.0) -> Tensor:
-    """Per-image log p(x | z) - beta * KL(q(z|x) || N(0, I)) at z = mu + sigma * eps.
+    """Per-image log p(x | z) - beta * KL(q(z|x) || N(0, I)) at z = mu + sigma * eps, differentiable.
 
     `x` is (batch, pixels) and needs no gradient; `eps` is (batch, latent) standard normal noise.
     """
     return _ELBO.apply(x, eps, float(beta), len(layers.encoder), *layers.tensors())
 
 
+@torch.no_grad()
+def loss_and_gradients(layers: MLPLayers, x: Tensor, eps: Tensor, beta: float = 1.0) -> float:
+    """The training loss -mean(ELBO) over the batch; its gradient is written into each parameter's `.grad`.
+
+    Without autograd: the gradient goes straight into buffers kept from step to step (allocated
+    on the first call), so a step allocates no parameter-sized tensors and its weight-gradient
+    products write into memory already in cache. Frozen parameters are left alone.
+    """
+    params = layers.tensors()
+    elbo, saved = _forward(x, eps, beta, len(layers.encoder), params)
+    grads = []
+    for p in params:
+        if p.requires_grad and (p.grad is None or p.grad.shape != p.shape):
+            p.grad = torch.empty_like(p)
+        grads.append(p.grad if p.requires_grad else None)
+    upstream = torch.full((x.shape[0], 1), -1.0 / x.shape[0], dtype=elbo.dtype, device=elbo.device)
+    _backward(saved, params[0::2], len(layers.encoder), beta, upstream, grads)
+    return -elbo.mean().item()
+
+
+def _forward(x: Tensor, eps: Tensor, beta: float, n_encoder: int, params: list[Tensor] | tuple[Tensor, ...]):
+    """(per-image ELBO, what the backward needs)."""
+    weights, biases = params[0::2], params[1::2]
+    inputs = []  # every layer's input, for its weight gradient and its ReLU mask
+    h = x
+    for w, b in zip(weights[:n_encoder - 1], biases[:n_encoder - 1]):
+        inputs.append(h)
+        h = torch.addmm(b, h, w.t()).clamp_min_(0)
+    inputs.append(h)
+    head = torch.addmm(biases[n_encoder - 1], h, weights[n_encoder - 1].t())
+    mu, logvar = head.chunk(2, dim=1)
+    std = (0.5 * logvar).exp()
+    h = torch.addcmul(mu, std, eps)
+    last = len(weights) - 1
+    for i in range(n_encoder, last):
+        inputs.append(h)
+        h = torch.addmm(biases[i], h, weights[i].t()).clamp_min_(0)
+    inputs.append(h)
+    logits = torch.addmm(biases[last], h, weights[last].t())
+    # log Bernoulli(x | sigmoid(l)) = x l - softplus(l), summed over pixels
+    log_lik = torch.mul(x, logits).sum(1) - F.softplus(logits).sum(1)
+    kl = -0.5 * (1 + logvar - mu * mu - std * std).sum(1)
+    return log_lik - beta * kl, (logits, mu, std, eps, inputs)
+
+
+def _backward(saved, weights, n_encoder: int, beta: float, g: Tensor, grads: list[Tensor | None],
+              fresh: bool = False) -> list[Tensor | None]:
+    """Gradients of sum_i g_i ELBO_i (g a column) with respect to each layer's weight and bias.
+
+    Written into the tensors of `grads` (None: not wanted); with `fresh=True` each wanted one is a
+    new tensor instead, returned in the list.
+    """
+    logits, mu, std, eps, inputs = saved
+    x, n_layers = inputs[0], len(weights)
+
+    def through(i: int, delta: Tensor, relu_below: bool) -> Tensor | None:
+        """Layer i's weight and bias gradients from its output gradient; returns its input's."""
+        w, b = 2 * i, 2 * i + 1
+        if grads[w] is not None:
+            grads[w] = torch.mm(delta.t(), inputs[i], out=None if fresh else grads[w])
+        if grads[b] is not None:
+            grads[b] = torch.sum(delta, 0, out=None if fresh else grads[b])
+        if i == 0:
+            return None  # the images need no gradient
+        below = delta @ weights[i]
+        return below.mul_(inputs[i] > 0) if relu_below else below
+
+    # d/dlogits of x l - softplus(l) is x - sigmoid(l)
+    delta = torch.sigmoid(logits).sub_(x).mul_(g).neg_()
+    for i in range(n_layers - 1, n_encoder - 1, -1):
+        delta = through(i, delta, relu_below=i > n_encoder)
+    # z = mu + std * eps, std = exp(logvar / 2); KL = -1/2 sum(1 + logvar - mu^2 - std^2)
+    beta_g = beta * g
+    d_mu = delta - beta_g * mu
+    d_logvar = 0.5 * (delta * eps * std + beta_g * (1 - std * std))
+    delta = torch.cat([d_mu, d_logvar], 1)
+    for i in range(n_encoder - 1, -1, -1):
+        delta = through(i, delta, relu_below=True)
+    return grads
+
+
 class _ELBO(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, eps: Tensor, beta: float, n_encoder: int, *params: Tensor) -> Tensor:
-        weights, biases = params[0::2], params[1::2]
-        inputs = []  # the input of every layer but the head and the decoder's first: saved for backward
-        h = x
-        for w, b in zip(weights[:n_encoder - 1], biases[:n_encoder - 1]):
-            inputs.append(h)
-            h = torch.addmm(b, h, w.t()).clamp_min_(0)
-        inputs.append(h)
-        head = torch.addmm(biases[n_encoder - 1], h, weights[n_encoder - 1].t())
-        mu, logvar = head.chunk(2, dim=1)
-        std = (0.5 * logvar).exp()
-        h = torch.addcmul(mu, std, eps)
-        last = len(weights) - 1
-        for i in range(n_encoder, last):
-            inputs.append(h)
-            h = torch.addmm(biases[i], h, weights[i].t()).clamp_min_(0)
-        inputs.append(h)
-        logits = torch.addmm(biases[last], h, weights[last].t())
-        # log Bernoulli(x | sigmoid(l)) = x l - softplus(l), summed over pixels
-        log_lik = torch.mul(x, logits).sum(1) - F.softplus(logits).sum(1)
-        kl = -0.5 * (1 + logvar - mu * mu - std * std).sum(1)
-        ctx.save_for_backward(logits, mu, std, eps, *inputs, *weights)
+        elbo, (logits, mu, std, eps, inputs) = _forward(x, eps, beta, n_encoder, params)
+        ctx.save_for_backward(logits, mu, std, eps, *inputs, *params[0::2])
         ctx.beta, ctx.n_encoder = beta, n_encoder
-        return log_lik - beta * kl
+        return elbo
 
     @staticmethod
     @once_differentiable
@@ -68,30 +135,7 @@ class _ELBO(torch.autograd.Function):
         logits, mu, std, eps, *rest = ctx.saved_tensors
         n_layers = len(rest) // 2
         inputs, weights = rest[:n_layers], rest[n_layers:]
-        x, n_encoder, wanted = inputs[0], ctx.n_encoder, ctx.needs_input_grad[4:]
-        grads: list[Tensor | None] = [None] * (2 * n_layers)
-        g = grad.unsqueeze(1)
-
-        def through(i: int, delta: Tensor, relu_below: bool) -> Tensor | None:
-            """Gradients of layer i's weight and bias from its output gradient; returns its input's."""
-            if wanted[2 * i]:
-                grads[2 * i] = delta.t() @ inputs[i]
-            if wanted[2 * i + 1]:
-                grads[2 * i + 1] = delta.sum(0)
-            if i == 0:
-                return None  # the images need no gradient
-            below = delta @ weights[i]
-            return below.mul_(inputs[i] > 0) if relu_below else below
-
-        # d/dlogits of x l - softplus(l) is x - sigmoid(l)
-        delta = torch.sigmoid(logits).sub_(x).mul_(g).neg_()
-        for i in range(n_layers - 1, n_encoder - 1, -1):
-            delta = through(i, delta, relu_below=i > n_encoder)
-        # z = mu + std * eps, std = exp(logvar / 2); KL = -1/2 sum(1 + logvar - mu^2 - std^2)
-        beta_g = ctx.beta * g
-        d_mu = delta - beta_g * mu
-        d_logvar = 0.5 * (delta * eps * std + beta_g * (1 - std * std))
-        delta = torch.cat([d_mu, d_logvar], 1)
-        for i in range(n_encoder - 1, -1, -1):
-            delta = through(i, delta, relu_below=True)
+        wanted = [True if w else None for w in ctx.needs_input_grad[4:]]
+        grads = _backward((logits, mu, std, eps, inputs), weights, ctx.n_encoder, ctx.beta, grad.unsqueeze(1),
+                          wanted, fresh=True)
         return (None, None, None, None, *grads)

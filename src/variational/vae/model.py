@@ -14,7 +14,7 @@ from torch.distributions import Distribution, Independent, Normal
 
 from variational.core import iw_bound, kl_standard_normal
 from variational.vae.config import VAEConfig
-from variational.vae.fused import MLPLayers, mlp_bernoulli_elbo
+from variational.vae import fused
 from variational.vae.likelihoods import BernoulliLikelihood, build_likelihood
 from variational.vae.nets import MLPDecoder, MLPEncoder, build_nets
 
@@ -60,7 +60,7 @@ class VAE(nn.Module):
             # drawn exactly as below, so the random stream is the same either way.
             like = self._fused.encoder[-1].weight
             eps = _standard_normal((x.shape[0], self.latent_dim), generator, like)
-            return mlp_bernoulli_elbo(self._fused, x.flatten(1), eps, beta)
+            return fused.mlp_bernoulli_elbo(self._fused, x.flatten(1), eps, beta)
         mu, logvar = self.encoder(x)
         eps = _standard_normal(mu.shape, generator, mu)
         z = mu + (0.5 * logvar).exp() * eps
@@ -72,6 +72,20 @@ class VAE(nn.Module):
         if self.config.iw_k > 1:
             return self.iw_elbo(x, self.config.iw_k, generator=generator)
         return self.elbo(x, beta=beta, generator=generator)
+
+    def loss_and_gradients(self, x: Tensor, beta: float = 1.0, generator: torch.Generator | None = None) -> float:
+        """One training step's loss, -mean(objective) over the batch, with its gradient in each parameter's `.grad`.
+
+        The gradient replaces what `.grad` held. MLPs with a Bernoulli decoder trained on the ELBO
+        skip autograd (vae/fused.py), drawing the same noise; every other model backpropagates.
+        """
+        if self._fused is not None and self.config.iw_k == 1:
+            eps = _standard_normal((x.shape[0], self.latent_dim), generator, self._fused.encoder[-1].weight)
+            return fused.loss_and_gradients(self._fused, x.flatten(1), eps, beta)
+        loss = -self.objective(x, beta=beta, generator=generator).mean()
+        self.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss.item()
 
     def iw_elbo(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
         """Per-image importance-weighted bound with `k` samples (the IWAE objective)."""
@@ -121,13 +135,13 @@ class VAE(nn.Module):
         return next(self.parameters()).device
 
 
-def _fused_layers(vae: VAE) -> MLPLayers | None:
+def _fused_layers(vae: VAE) -> fused.MLPLayers | None:
     """The linear layers of an MLP encoder and decoder over a Bernoulli likelihood, else None."""
     if not (isinstance(vae.encoder, MLPEncoder) and isinstance(vae.decoder, MLPDecoder)
             and isinstance(vae.likelihood, BernoulliLikelihood)):
         return None
     linear = [[m for m in net.modules() if isinstance(m, nn.Linear)] for net in (vae.encoder, vae.decoder)]
-    return MLPLayers(*linear)
+    return fused.MLPLayers(*linear)
 
 
 def _standard_normal(shape: tuple[int, ...], generator, like: Tensor) -> Tensor:

@@ -215,10 +215,7 @@ def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data:
             # all ranks agree on the loss and on whether a signal asks them to stop.
             value, stopping = distributed.train_step(ddp, opt, x, g, beta, group, stop.signum is not None)
         else:
-            loss = -model.objective(x, beta=beta, generator=g).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            value = loss.item()
+            value = model.loss_and_gradients(x, beta=beta, generator=g)
         if not math.isfinite(value):
             bar.close()
             raise TrainingDiverged(
