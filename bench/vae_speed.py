@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from variational import data as datasets
 from variational import vae
+from variational.memory import keep_freed_memory
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,12 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     except datasets.DatasetNotFoundError as e:
         print(e, file=sys.stderr)
         return 2
+    # Freed blocks stay with the process for all three loops alike (our trainer would set this in its
+    # first epoch anyway): without it, whether a GEMM's output lands on fresh pages, each a page fault,
+    # depends on the process's allocation history, and the GEMMs alone measured 2.6 or 3.5 ms a step.
+    keep_freed_memory()
     train_u8 = (ds.train.images * 255).round().to(torch.uint8).numpy()
     test_u8 = (ds.test.images * 255).round().to(torch.uint8).numpy()
 
-    # This machine's speed drifts over minutes (the GEMMs alone measured 2.6 and 3.5 ms a step at
-    # different times of one day), so the three loops take turns, epoch by epoch, and each ratio
-    # is taken between neighbours rather than between runs minutes apart.
+    # The three loops take turns, epoch by epoch, and each ratio is taken between neighbours: this
+    # machine's speed drifts by several percent over minutes.
     plain = PlainLoop((train_u8, ds.train.labels.numpy()), (test_u8, ds.test.labels.numpy()))
     steps = math.ceil(len(train_u8) / 128)
     rows = []

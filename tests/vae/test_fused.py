@@ -6,7 +6,7 @@ from torch.nn import functional as F
 
 from variational.core import kl_standard_normal
 from variational.vae import VAE, VAEConfig
-from variational.vae.fused import _ELBO, mlp_bernoulli_elbo
+from variational.vae.fused import _ELBO, _sum_of_logs, mlp_bernoulli_elbo
 
 
 def generic_elbo(vae: VAE, x: torch.Tensor, eps: torch.Tensor, beta: float) -> torch.Tensor:
@@ -124,3 +124,31 @@ def test_training_step_of_other_models_backpropagates():
     assert loss == pytest.approx(expected.item(), rel=1e-6)
     grads = [p.grad.clone() for p in vae.parameters()]
     torch.testing.assert_close(grads, list(torch.autograd.grad(expected, list(vae.parameters()))))
+
+
+@pytest.mark.parametrize("n", [784, 64, 17, 1000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sum_of_logs_by_chunk_products_equals_the_sum_of_logs(n, dtype):
+    a = 0.5 + 0.5 * torch.rand(9, n, dtype=torch.float64)  # in [1/2, 1], as max(p, 1 - p) is
+    a[0, :] = 0.5  # the smallest possible factors: a chunk's product must not underflow
+    expected = a.log().sum(1)
+    got = _sum_of_logs(a.to(dtype)).double()
+    # float32: about one ulp of rounding per factor, ~6e-8 each, over up to 1000 factors.
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-4 if dtype == torch.float32 else 1e-10)
+
+
+def test_extreme_logits_give_the_exact_bernoulli_log_likelihood():
+    vae = VAE(VAEConfig(hidden=[4], latent_dim=2), (2, 4))
+    last = vae._fused.decoder[-1]
+    logits = torch.tensor([-100.0, -30.0, -5.0, 0.0, 1e-3, 5.0, 30.0, 100.0])
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(logits)
+    x = torch.tensor([[0.0, 1.0, 0.3, 1.0, 0.0, 0.7, 0.0, 1.0], [1.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0, 0.0]])
+    eps = torch.zeros(2, 2)
+    mu, logvar = vae.encoder(x.view(2, 2, 4))
+    l64, x64 = logits.double(), x.double()
+    log_lik = (x64 * l64 - F.softplus(l64)).sum(1)
+    expected = log_lik - kl_standard_normal(mu, logvar).double()
+    got = mlp_bernoulli_elbo(vae._fused, x, eps).double()
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-4)

@@ -3,7 +3,7 @@
 This is the texts' reference model (784-400-20, ReLU, sigmoid/BCE output) and every other MLP with
 a Bernoulli decoder. Autograd records about thirty nodes for its per-image ELBO at one draw
 z = mu + sigma * eps; here the forward keeps the activations it needs (ReLUs applied in place), and
-the backward forms the decoder's error signal x - sigmoid(logits) in one pass and runs the layers'
+the backward forms the decoder's error signal x - sigmoid(logits) from the forward's sigmoid and runs the layers'
 products in reverse. Same function, same gradients (checked against autograd in float64 by
 tests/vae/test_fused.py). Two entry points:
 
@@ -16,8 +16,8 @@ tests/vae/test_fused.py). Two entry points:
 
 from __future__ import annotations
 
-from torch import Tensor, nn
 import torch
+from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
@@ -79,10 +79,26 @@ def _forward(x: Tensor, eps: Tensor, beta: float, n_encoder: int, params: list[T
         h = torch.addmm(biases[i], h, weights[i].t()).clamp_min_(0)
     inputs.append(h)
     logits = torch.addmm(biases[last], h, weights[last].t())
-    # log Bernoulli(x | sigmoid(l)) = x l - softplus(l), summed over pixels
-    log_lik = torch.mul(x, logits).sum(1) - F.softplus(logits).sum(1)
+    probs = torch.sigmoid(logits)  # also the backward's error signal
+    # log Bernoulli(x | sigmoid(l)) = x l - softplus(l) = x l - relu(l) + log sigmoid(|l|), where
+    # sigmoid(|l|) = max(p, 1 - p) lies in [1/2, 1]: no softplus pass (PyTorch's is not vectorised).
+    log_lik = torch.mul(x, logits).sub_(logits.clamp_min(0)).sum(1) + _sum_of_logs(torch.maximum(probs, 1 - probs))
     kl = -0.5 * (1 + logvar - mu * mu - std * std).sum(1)
-    return log_lik - beta * kl, (logits, mu, std, eps, inputs)
+    return log_lik - beta * kl, (probs, mu, std, eps, inputs)
+
+
+def _sum_of_logs(a: Tensor) -> Tensor:
+    """sum(log a) over the last dim, for a in [1/2, 1], as the log of products over chunks.
+
+    A chunk of at most 64 such factors stays above 2^-64, far from underflow, and its rounding
+    error (about 64 ulps) is that of a sum of 64 logs; one log per chunk instead of per pixel.
+    """
+    rows, n = a.shape
+    chunk = next((c for c in range(64, 15, -1) if n % c == 0), None)
+    if chunk is None:  # no divisor to chunk by: pad with ones, which add log 1 = 0
+        chunk = 64
+        a = F.pad(a, (0, -n % chunk), value=1.0)
+    return a.view(rows, -1, chunk).prod(-1).log_().sum(1)
 
 
 def _backward(saved, weights, n_encoder: int, beta: float, g: Tensor, grads: list[Tensor | None],
@@ -92,7 +108,7 @@ def _backward(saved, weights, n_encoder: int, beta: float, g: Tensor, grads: lis
     Written into the tensors of `grads` (None: not wanted); with `fresh=True` each wanted one is a
     new tensor instead, returned in the list.
     """
-    logits, mu, std, eps, inputs = saved
+    probs, mu, std, eps, inputs = saved
     x, n_layers = inputs[0], len(weights)
 
     def through(i: int, delta: Tensor, relu_below: bool) -> Tensor | None:
@@ -105,10 +121,11 @@ def _backward(saved, weights, n_encoder: int, beta: float, g: Tensor, grads: lis
         if i == 0:
             return None  # the images need no gradient
         below = delta @ weights[i]
-        return below.mul_(inputs[i] > 0) if relu_below else below
+        # ReLU's gradient: zero where its output was (one pass, as autograd does it)
+        return torch.ops.aten.threshold_backward(below, inputs[i], 0) if relu_below else below
 
     # d/dlogits of x l - softplus(l) is x - sigmoid(l)
-    delta = torch.sigmoid(logits).sub_(x).mul_(g).neg_()
+    delta = torch.sub(x, probs).mul_(g)
     for i in range(n_layers - 1, n_encoder - 1, -1):
         delta = through(i, delta, relu_below=i > n_encoder)
     # z = mu + std * eps, std = exp(logvar / 2); KL = -1/2 sum(1 + logvar - mu^2 - std^2)
@@ -124,18 +141,18 @@ def _backward(saved, weights, n_encoder: int, beta: float, g: Tensor, grads: lis
 class _ELBO(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, eps: Tensor, beta: float, n_encoder: int, *params: Tensor) -> Tensor:
-        elbo, (logits, mu, std, eps, inputs) = _forward(x, eps, beta, n_encoder, params)
-        ctx.save_for_backward(logits, mu, std, eps, *inputs, *params[0::2])
+        elbo, (probs, mu, std, eps, inputs) = _forward(x, eps, beta, n_encoder, params)
+        ctx.save_for_backward(probs, mu, std, eps, *inputs, *params[0::2])
         ctx.beta, ctx.n_encoder = beta, n_encoder
         return elbo
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        logits, mu, std, eps, *rest = ctx.saved_tensors
+        probs, mu, std, eps, *rest = ctx.saved_tensors
         n_layers = len(rest) // 2
         inputs, weights = rest[:n_layers], rest[n_layers:]
         wanted = [True if w else None for w in ctx.needs_input_grad[4:]]
-        grads = _backward((logits, mu, std, eps, inputs), weights, ctx.n_encoder, ctx.beta, grad.unsqueeze(1),
+        grads = _backward((probs, mu, std, eps, inputs), weights, ctx.n_encoder, ctx.beta, grad.unsqueeze(1),
                           wanted, fresh=True)
         return (None, None, None, None, *grads)
