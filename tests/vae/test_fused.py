@@ -6,7 +6,11 @@ from torch.nn import functional as F
 
 from variational.core import kl_standard_normal
 from variational.vae import VAE, VAEConfig
-from variational.vae.fused import _ELBO, _sum_of_logs, mlp_bernoulli_elbo
+from variational.vae.fused import _ELBO, _sum_of_logs, layers_of, mlp_bernoulli_elbo
+
+
+def layers(vae: VAE):
+    return layers_of(vae.encoder, vae.decoder, vae.likelihood)
 
 
 def generic_elbo(vae: VAE, x: torch.Tensor, eps: torch.Tensor, beta: float) -> torch.Tensor:
@@ -22,8 +26,8 @@ def test_gradients_equal_finite_differences_in_float64(hidden):
     vae = VAE(VAEConfig(hidden=hidden, latent_dim=3), (4, 4)).double()
     x = torch.rand(6, 16, dtype=torch.float64)
     eps = torch.randn(6, 3, dtype=torch.float64)
-    n_encoder = len(vae._fused.encoder)
-    params = [p.detach().clone().requires_grad_() for p in vae._fused.tensors()]
+    n_encoder = len(layers(vae).encoder)
+    params = [p.detach().clone().requires_grad_() for p in layers(vae).tensors()]
     assert torch.autograd.gradcheck(lambda *ps: _ELBO.apply(x, eps, 0.7, n_encoder, *ps), params)
 
 
@@ -35,7 +39,7 @@ def test_value_and_gradients_match_autograd_on_the_reference_model():
     weights = torch.rand(32)  # a per-image upstream gradient, not just ones
     beta = 0.3
 
-    fused = mlp_bernoulli_elbo(vae._fused, x.flatten(1), eps, beta)
+    fused = mlp_bernoulli_elbo(layers(vae), x.flatten(1), eps, beta)
     fused_grads = torch.autograd.grad((fused * weights).sum(), list(vae.parameters()))
     generic = generic_elbo(vae, x, eps, beta)
     generic_grads = torch.autograd.grad((generic * weights).sum(), list(vae.parameters()))
@@ -59,16 +63,16 @@ def test_vae_elbo_takes_the_fused_path_with_the_same_noise_stream():
 def test_frozen_layers_get_no_gradient_and_the_rest_still_do():
     torch.manual_seed(3)
     vae = VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
-    head = vae._fused.encoder[-1]
+    head = layers(vae).encoder[-1]
     head.weight.requires_grad_(False)
     vae.elbo(torch.rand(3, 4, 4)).sum().backward()
     assert head.weight.grad is None
-    assert head.bias.grad is not None and vae._fused.encoder[0].weight.grad is not None
+    assert head.bias.grad is not None and layers(vae).encoder[0].weight.grad is not None
 
 
 @pytest.mark.parametrize("config", [VAEConfig(likelihood="gaussian"), VAEConfig(arch="conv", hidden=[4, 8])])
 def test_other_models_keep_the_generic_path(config):
-    assert VAE(config, (28, 28))._fused is None
+    assert layers(VAE(config, (28, 28))) is None
 
 
 def test_an_input_that_needs_a_gradient_takes_the_generic_path():
@@ -91,7 +95,7 @@ def test_bce_form_matches_torch_functional():
     bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
     mu_, logvar = vae.encoder(x)
     expected = -bce - kl_standard_normal(mu_, logvar)
-    torch.testing.assert_close(mlp_bernoulli_elbo(vae._fused, x, eps), expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(mlp_bernoulli_elbo(layers(vae), x, eps), expected, rtol=1e-5, atol=1e-4)
 
 
 def test_training_step_gradients_equal_autograd_and_replace_the_last_step():
@@ -109,10 +113,10 @@ def test_training_step_gradients_equal_autograd_and_replace_the_last_step():
 
 def test_training_step_leaves_frozen_parameters_alone():
     vae = VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
-    frozen = vae._fused.decoder[0].bias
+    frozen = layers(vae).decoder[0].bias
     frozen.requires_grad_(False)
     vae.loss_and_gradients(torch.rand(3, 4, 4))
-    assert frozen.grad is None and vae._fused.decoder[0].weight.grad is not None
+    assert frozen.grad is None and layers(vae).decoder[0].weight.grad is not None
 
 
 def test_training_step_of_other_models_backpropagates():
@@ -126,7 +130,7 @@ def test_training_step_of_other_models_backpropagates():
     torch.testing.assert_close(grads, list(torch.autograd.grad(expected, list(vae.parameters()))))
 
 
-@pytest.mark.parametrize("n", [784, 64, 17, 1000])
+@pytest.mark.parametrize("n", [784, 64, 13, 67, 1000])  # 13 and 67: no divisor in [16, 64], padded
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_sum_of_logs_by_chunk_products_equals_the_sum_of_logs(n, dtype):
     a = 0.5 + 0.5 * torch.rand(9, n, dtype=torch.float64)  # in [1/2, 1], as max(p, 1 - p) is
@@ -139,7 +143,7 @@ def test_sum_of_logs_by_chunk_products_equals_the_sum_of_logs(n, dtype):
 
 def test_extreme_logits_give_the_exact_bernoulli_log_likelihood():
     vae = VAE(VAEConfig(hidden=[4], latent_dim=2), (2, 4))
-    last = vae._fused.decoder[-1]
+    last = layers(vae).decoder[-1]
     logits = torch.tensor([-100.0, -30.0, -5.0, 0.0, 1e-3, 5.0, 30.0, 100.0])
     with torch.no_grad():
         last.weight.zero_()
@@ -150,5 +154,50 @@ def test_extreme_logits_give_the_exact_bernoulli_log_likelihood():
     l64, x64 = logits.double(), x.double()
     log_lik = (x64 * l64 - F.softplus(l64)).sum(1)
     expected = log_lik - kl_standard_normal(mu, logvar).double()
-    got = mlp_bernoulli_elbo(vae._fused, x, eps).double()
+    got = mlp_bernoulli_elbo(layers(vae), x, eps).double()
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-4)
+
+
+def test_a_parameter_frozen_after_a_step_loses_its_gradient():
+    vae = VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
+    x = torch.rand(3, 4, 4)
+    vae.loss_and_gradients(x)
+    bias = layers(vae).decoder[0].bias
+    assert bias.grad is not None
+    bias.requires_grad_(False)
+    vae.loss_and_gradients(x)
+    assert bias.grad is None  # else Adam would keep moving it with the old gradient
+
+
+class OwnObjective(VAE):
+    def objective(self, x, beta=1.0, generator=None):
+        return super().objective(x, beta, generator) - 100.0 * x.flatten(1).mean(1)
+
+
+def test_changed_modules_and_subclasses_take_the_generic_path():
+    torch.manual_seed(9)
+    x = torch.rand(4, 4, 4)
+    own = OwnObjective(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
+    expected = -own.objective(x, generator=torch.Generator().manual_seed(0)).mean().item()
+    assert own.loss_and_gradients(x, generator=torch.Generator().manual_seed(0)) == pytest.approx(expected, rel=1e-6)
+
+    vae = VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
+    assert vae._fused_layers(x) is not None
+    torch.nn.utils.parametrizations.weight_norm(layers(vae).decoder[-1])
+    assert vae._fused_layers(x) is None  # its weight is now computed from two other parameters
+    vae.loss_and_gradients(x)
+    assert vae.decoder.net[-1].parametrizations.weight.original0.grad is not None
+
+    vae = VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
+    vae.likelihood = VAE(VAEConfig(hidden=[8], latent_dim=2, likelihood="gaussian"), (4, 4)).likelihood
+    assert vae._fused_layers(x) is None
+    handle = vae.decoder.register_forward_hook(lambda m, i, o: o)
+    assert layers_of(vae.encoder, vae.decoder, VAE(VAEConfig(hidden=[8]), (4, 4)).likelihood) is None
+    handle.remove()
+    assert layers(VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4)).to(torch.bfloat16)) is None
+
+
+def test_images_that_need_a_gradient_are_refused_by_the_node():
+    vae = VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
+    with pytest.raises(ValueError, match="no gradient for the images"):
+        mlp_bernoulli_elbo(layers(vae), torch.rand(2, 16, requires_grad=True), torch.zeros(2, 2))

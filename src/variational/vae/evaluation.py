@@ -93,6 +93,7 @@ def evaluate(model: VAE, x: torch.Tensor, iw_samples: int = 0, seed: int = 0, pr
 
     In a process group of several ranks (see `variational.vae.distributed`) every rank calls this
     with the same `x` and seed; the images are sharded and every rank gets the same result.
+    On CPU it makes glibc keep freed memory for reuse, process-wide (`variational.memory`).
     """
     if x.device.type == "cpu":
         keep_freed_memory()  # the K-sample passes reuse one pass's pages (variational/memory.py)

@@ -13,10 +13,10 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
 from variational.core import iw_bound, kl_standard_normal
-from variational.vae.config import VAEConfig
 from variational.vae import fused
-from variational.vae.likelihoods import BernoulliLikelihood, build_likelihood
-from variational.vae.nets import MLPDecoder, MLPEncoder, build_nets
+from variational.vae.config import VAEConfig
+from variational.vae.likelihoods import build_likelihood
+from variational.vae.nets import build_nets
 
 
 class VAE(nn.Module):
@@ -35,7 +35,6 @@ class VAE(nn.Module):
         self.latent_dim = config.latent_dim
         self.encoder, self.decoder = build_nets(config.arch, self.image_shape, config.hidden, config.latent_dim)
         self.likelihood = build_likelihood(config.likelihood, math.prod(self.image_shape), config.sigma)
-        self._fused = _fused_layers(self)
 
     # --- the two halves -------------------------------------------------------------------
     def encode(self, x: Tensor) -> Distribution:
@@ -54,13 +53,16 @@ class VAE(nn.Module):
 
     # --- objectives ------------------------------------------------------------------------
     def elbo(self, x: Tensor, beta: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-        """Per-image ELBO: log p(x|z) at one reparameterised draw z = mu + sigma * eps, minus beta * KL."""
-        if self._fused is not None and not x.requires_grad:
-            # The same function through one hand-differentiated node (vae/fused.py); the noise is
-            # drawn exactly as below, so the random stream is the same either way.
-            like = self._fused.encoder[-1].weight
-            eps = _standard_normal((x.shape[0], self.latent_dim), generator, like)
-            return fused.mlp_bernoulli_elbo(self._fused, x.flatten(1), eps, beta)
+        """Per-image ELBO: log p(x|z) at one reparameterised draw z = mu + sigma * eps, minus beta * KL.
+
+        For an MLP with a Bernoulli decoder this is one hand-differentiated autograd node
+        (vae/fused.py), which cannot be differentiated twice; the noise is drawn as in the generic
+        path, so the random stream is the same either way.
+        """
+        layers = self._fused_layers(x)
+        if layers is not None:
+            eps = _standard_normal((x.shape[0], self.latent_dim), generator, layers.encoder[-1].weight)
+            return fused.mlp_bernoulli_elbo(layers, x.flatten(1), eps, beta)
         mu, logvar = self.encoder(x)
         eps = _standard_normal(mu.shape, generator, mu)
         z = mu + (0.5 * logvar).exp() * eps
@@ -79,9 +81,10 @@ class VAE(nn.Module):
         The gradient replaces what `.grad` held. MLPs with a Bernoulli decoder trained on the ELBO
         skip autograd (vae/fused.py), drawing the same noise; every other model backpropagates.
         """
-        if self._fused is not None and self.config.iw_k == 1:
-            eps = _standard_normal((x.shape[0], self.latent_dim), generator, self._fused.encoder[-1].weight)
-            return fused.loss_and_gradients(self._fused, x.flatten(1), eps, beta)
+        layers = self._fused_layers(x) if self.config.iw_k == 1 else None
+        if layers is not None:
+            eps = _standard_normal((x.shape[0], self.latent_dim), generator, layers.encoder[-1].weight)
+            return fused.loss_and_gradients(layers, x.flatten(1), eps, beta)
         loss = -self.objective(x, beta=beta, generator=generator).mean()
         self.zero_grad(set_to_none=True)
         loss.backward()
@@ -130,18 +133,21 @@ class VAE(nn.Module):
         """Decoder mean at the encoder mean: the usual picture of a reconstruction."""
         return self.decode(self.encode(x).mean).mean.view(-1, *self.image_shape)
 
+    def _fused_layers(self, x: Tensor) -> fused.MLPLayers | None:
+        """The layers for vae/fused.py where it computes exactly what the modules would, else None.
+
+        Checked at each call, so a swapped decoder, a hook, a parametrisation (weight norm, pruning),
+        a subclass's own objective, autocast or an input that needs a gradient all take autograd.
+        """
+        if x.requires_grad or torch.is_autocast_enabled(x.device.type):
+            return None
+        if any(getattr(type(self), name) is not getattr(VAE, name) for name in ("elbo", "objective", "decode")):
+            return None
+        return fused.layers_of(self.encoder, self.decoder, self.likelihood)
+
     @property
     def _device(self) -> torch.device:
         return next(self.parameters()).device
-
-
-def _fused_layers(vae: VAE) -> fused.MLPLayers | None:
-    """The linear layers of an MLP encoder and decoder over a Bernoulli likelihood, else None."""
-    if not (isinstance(vae.encoder, MLPEncoder) and isinstance(vae.decoder, MLPDecoder)
-            and isinstance(vae.likelihood, BernoulliLikelihood)):
-        return None
-    linear = [[m for m in net.modules() if isinstance(m, nn.Linear)] for net in (vae.encoder, vae.decoder)]
-    return fused.MLPLayers(*linear)
 
 
 def _standard_normal(shape: tuple[int, ...], generator, like: Tensor) -> Tensor:

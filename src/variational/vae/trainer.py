@@ -126,6 +126,7 @@ def train(config: VAEConfig, out: str | Path | None = None, resume: bool = False
     `on_step(epoch, step, loss)` is called after every optimiser step.
     In a process group of several ranks (`distributed.setup`) training is data-parallel; the batch
     size stays the global one, and rank 0 alone writes into `out` and logs.
+    On CPU it makes glibc keep freed memory for reuse, process-wide (`variational.memory`).
 
     >>> run = train(VAEConfig(epochs=1), "runs/doc", progress=False)  # doctest: +SKIP
     """
