@@ -53,3 +53,13 @@ def test_modes():
     assert data.check_mode("dynamic") == "dynamic"
     with pytest.raises(ValueError, match="unknown mode 'always'; choose one of none, static, dynamic"):
         data.check_mode("always")
+
+
+def test_dynamic_is_exactly_zero_or_one_at_the_ends_and_bernoulli_between():
+    generator = torch.Generator().manual_seed(3)
+    p = torch.tensor([0.0, 1.0, 0.25]).expand(20000, 3)
+    draws = data.binarize_dynamic(p, generator)
+    assert draws.dtype == p.dtype and set(draws.unique().tolist()) <= {0.0, 1.0}
+    assert draws[:, 0].sum() == 0 and draws[:, 1].sum() == 20000  # p = 0 never, p = 1 always
+    # Binomial(20000, 1/4): sd 61, so 5 sd is 306 draws around the expected 5000.
+    assert abs(draws[:, 2].sum().item() - 5000) < 306
