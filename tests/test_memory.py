@@ -35,10 +35,12 @@ def faults_per_step(mode: str) -> float:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's (Linux)")
 def test_reference_model_steps_fault_without_it_and_not_with_it():
-    # Measured here: 580-1160 minor faults a step with glibc's defaults (the step's buffers come
-    # back as fresh pages), none with the thresholds raised.
-    assert faults_per_step("default") > 50
-    assert faults_per_step("keep") < 1
+    # Measured here: 540-1160 minor faults a step with glibc's defaults (the step's buffers come
+    # back as fresh pages); with the thresholds raised, none in most runs and up to 25 in a few
+    # (faults the allocator does not cause), so the bound is a twentieth of the default's.
+    default, keep = faults_per_step("default"), faults_per_step("keep")
+    assert default > 100
+    assert keep < default / 20
 
 
 class Recorder:
