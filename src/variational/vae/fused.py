@@ -3,8 +3,8 @@
 This is the texts' reference model (784-400-20, ReLU, sigmoid/BCE output) and every other MLP with
 a Bernoulli decoder. Autograd records about thirty nodes for its per-image ELBO at one draw
 z = mu + sigma * eps; here the forward keeps the activations it needs (ReLUs applied in place), and
-the backward forms the decoder's error signal x - sigmoid(logits) from the forward's sigmoid and runs the layers'
-products in reverse. Same function, same gradients: tests/vae/test_fused.py checks them against
+the backward forms the decoder's error signal x - sigmoid(logits) from the forward's sigmoid and
+runs the layers' products in reverse. Same function, same gradients: tests/vae/test_fused.py checks them against
 finite differences in float64 and against autograd through the generic modules. Two entry points:
 
 - `mlp_bernoulli_elbo`: one autograd node (what `VAE.elbo` uses), so DistributedDataParallel's
@@ -48,7 +48,8 @@ def layers_of(encoder: nn.Module, decoder: nn.Module, likelihood: nn.Module) -> 
         return None
     nets = [list(_walk(encoder)), list(_walk(decoder))]
     for m in (*nets[0], *nets[1], likelihood):
-        if type(m) not in _PLAIN or m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
+        hooked = m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+        if type(m) not in _PLAIN or hooked:
             return None
     layers = MLPLayers(*[[m for m in net if type(m) is nn.Linear] for net in nets])
     # Half precision would underflow _sum_of_logs's chunk products (2^-64 is below float16's range).
@@ -71,10 +72,12 @@ def _walk(module: nn.Module):
 def mlp_bernoulli_elbo(layers: MLPLayers, x: Tensor, eps: Tensor, beta: float = 1.0) -> Tensor:
     """Per-image log p(x | z) - beta * KL(q(z|x) || N(0, I)) at z = mu + sigma * eps, differentiable.
 
-    `x` is (batch, pixels) and needs no gradient; `eps` is (batch, latent) standard normal noise.
+    `x` is (batch, pixels) and needs no gradient; `eps` is (batch, latent) standard normal noise;
+    float32 or float64 (`layers_of` checks it for `VAE`).
     """
     if x.requires_grad:
-        raise ValueError("mlp_bernoulli_elbo gives no gradient for the images; use VAE.elbo, which backpropagates to them")
+        raise ValueError("mlp_bernoulli_elbo gives no gradient for the images; "
+                         "use VAE.elbo, which backpropagates to them")
     return _ELBO.apply(x, eps, float(beta), len(layers.encoder), *layers.tensors())
 
 
@@ -84,7 +87,7 @@ def loss_and_gradients(layers: MLPLayers, x: Tensor, eps: Tensor, beta: float = 
 
     Without autograd: the gradient goes straight into buffers kept from step to step (allocated
     on the first call), so a step allocates no parameter-sized tensors and its weight-gradient
-    products write into memory already in cache. Frozen parameters are left alone.
+    products write into memory already in cache. Frozen parameters get no gradient (`.grad` None).
     """
     params = layers.tensors()
     elbo, saved = _forward(x, eps, beta, len(layers.encoder), params)
@@ -130,7 +133,7 @@ def _forward(x: Tensor, eps: Tensor, beta: float, n_encoder: int, params: list[T
 def _sum_of_logs(a: Tensor) -> Tensor:
     """sum(log a) over the last dim, for a in [1/2, 1], as the log of products over chunks.
 
-    A chunk of at most 64 such factors stays above 2^-64, far from underflow, and its rounding
+    A chunk of at most 64 such factors stays above 2^-64, far from float32's underflow, and its rounding
     error (about 64 ulps) is that of a sum of 64 logs; one log per chunk instead of per pixel.
     """
     rows, n = a.shape
