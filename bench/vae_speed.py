@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         for epoch in range(1, args.epochs + 1):
             p = plain.epoch()
             o, run = our_epoch(epoch, Path(tmp) / "run")
-            rows.append((p, o, matmul_floor(steps, repeats=1)))
+            rows.append((p, o, matmul_floor(steps)))
 
     print(f"Fashion-MNIST, reference VAE 784-400-20, batch 128, Adam 1e-3, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
