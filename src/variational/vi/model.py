@@ -195,7 +195,7 @@ class Model:
         """Draws z (S, d) -> (constrained params, each (S, *shape); log |det J| of shape (S,)).
 
         Outside vmap: torch's bijections take batch dimensions, and as plain batched ops they cost a
-        fraction of the same ops under vmap (a third of a small model's evaluation).
+        third of the same ops under vmap (sblrc, 64 draws: 0.11 ms against 0.3 ms).
         """
         params, log_det = {}, z.new_zeros(z.shape[:1])
         for p in self.params:
