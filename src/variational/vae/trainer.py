@@ -29,6 +29,7 @@ from variational import data as datasets
 from variational.checkpoint import save_json
 from variational.memory import keep_freed_memory
 from variational.vae import distributed, persist
+from variational.vae.adam_step import adam_step
 from variational.vae.config import VAEConfig
 from variational.vae.evaluation import mean_elbo
 from variational.vae.model import VAE
@@ -222,7 +223,7 @@ def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data:
             raise TrainingDiverged(
                 f"loss is {value} at epoch {epoch + 1}, step {step + 1}; the last good checkpoint "
                 f"({out / CHECKPOINT}, if any) is kept. Try a smaller --lr, or check the data for NaNs.")
-        opt.step()
+        adam_step(opt)
         loop.step, loop.loss_sum, loop.seen = step + 1, loop.loss_sum + value * len(x), loop.seen + len(x)
         bar.update(1)
         bar.set_postfix(loss=f"{loop.loss_sum / loop.seen:.2f}", refresh=False)

@@ -1,0 +1,81 @@
+"""adam_step: the same update as Adam.step, bit for bit, and Adam.step itself wherever the fast path does not apply."""
+
+import pytest
+import torch
+
+from variational.vae import adam_step as fast
+
+
+def _params(seed: int = 0) -> list[torch.nn.Parameter]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(shape, generator=g)) for shape in [(7, 5), (5,), (3, 7), (3,)]]
+
+
+def _grads(params, step: int, skip: int | None = None) -> None:
+    g = torch.Generator().manual_seed(100 + step)
+    for i, p in enumerate(params):
+        p.grad = None if i == skip else torch.randn(p.shape, generator=g)
+
+
+def _groups(params, **options):
+    # Two groups with their own hyperparameters, as a user's optimiser may have.
+    return [{"params": params[:2], "lr": 1e-2, **options}, {"params": params[2:], "lr": 3e-3, "weight_decay": 0.1}]
+
+
+@pytest.mark.parametrize("options", [{}, {"maximize": True, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.01}])
+def test_same_update_as_adam_step_bit_for_bit(options):
+    ours, theirs = _params(), _params()
+    opt_ours = torch.optim.Adam(_groups(ours, **options), fused=True)
+    opt_theirs = torch.optim.Adam(_groups(theirs, **options), fused=True)
+    for step in range(6):
+        skip = 1 if step == 3 else None  # a parameter without a gradient this step is left alone
+        _grads(ours, step, skip)
+        _grads(theirs, step, skip)
+        if step > 0:  # from the second step on the state exists and the fast path must be the one taken
+            assert fast._kernel_calls(opt_ours) is not None
+        fast.adam_step(opt_ours)
+        opt_theirs.step()
+        for a, b in zip(ours, theirs):
+            assert torch.equal(a, b)
+    for a, b in zip(ours, theirs):
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(opt_ours.state[a][key], opt_theirs.state[b][key])
+    assert int(opt_ours.state[ours[1]]["step"]) == 5  # skipped once
+
+
+def _stepped(**adam_options) -> torch.optim.Adam:
+    params = _params()
+    opt = torch.optim.Adam(params, **adam_options)
+    _grads(params, 0)
+    opt.step()  # creates the state
+    _grads(params, 1)
+    return opt
+
+
+@pytest.mark.parametrize("case", ["not fused", "amsgrad", "tensor lr", "step hook", "fresh state", "sgd"])
+def test_falls_back_to_the_optimisers_own_step(case):
+    if case == "not fused":
+        opt = _stepped(fused=False)
+    elif case == "amsgrad":
+        opt = _stepped(fused=True, amsgrad=True)
+    elif case == "tensor lr":
+        opt = _stepped(fused=True, lr=torch.tensor(1e-3))
+    elif case == "sgd":
+        params = _params()
+        opt = torch.optim.SGD(params, lr=0.1)
+        _grads(params, 0)
+    elif case == "fresh state":  # the first step: the state does not exist yet
+        params = _params()
+        opt = torch.optim.Adam(params, fused=True)
+        _grads(params, 0)
+    else:
+        opt = _stepped(fused=True)
+        calls = []
+        opt.register_step_post_hook(lambda o, args, kwargs: calls.append(1))
+    assert fast._kernel_calls(opt) is None
+    before = [p.detach().clone() for group in opt.param_groups for p in group["params"]]
+    fast.adam_step(opt)
+    after = [p for group in opt.param_groups for p in group["params"]]
+    assert all(not torch.equal(a, b) for a, b in zip(before, after))  # the optimiser's own step ran
+    if case == "step hook":
+        assert calls == [1]
