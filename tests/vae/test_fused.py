@@ -205,3 +205,11 @@ def test_images_that_need_a_gradient_are_refused_by_the_node():
     vae = VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
     with pytest.raises(ValueError, match="no gradient for the images"):
         mlp_bernoulli_elbo(layers(vae), torch.rand(2, 16, requires_grad=True), torch.zeros(2, 2))
+
+
+def test_an_empty_batch_gives_an_empty_elbo_and_no_training_step():
+    vae = VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
+    empty = torch.rand(0, 4, 4)
+    assert layers(vae) is not None and vae.elbo(empty).shape == (0,)
+    with pytest.raises(ValueError, match="at least one image"):
+        vae.loss_and_gradients(empty)

@@ -141,7 +141,7 @@ def _sum_of_logs(a: Tensor) -> Tensor:
     if chunk is None:  # no divisor to chunk by: pad with ones, which add log 1 = 0
         chunk = 64
         a = F.pad(a, (0, -n % chunk), value=1.0)
-    return a.view(rows, -1, chunk).prod(-1).log_().sum(1)
+    return a.view(rows, a.shape[1] // chunk, chunk).prod(-1).log_().sum(1)
 
 
 def _backward(saved, weights, n_encoder: int, beta: float, g: Tensor, grads: list[Tensor | None],

@@ -81,6 +81,8 @@ class VAE(nn.Module):
         The gradient replaces what `.grad` held. MLPs with a Bernoulli decoder trained on the ELBO
         skip autograd (vae/fused.py), drawing the same noise; every other model backpropagates.
         """
+        if x.shape[0] == 0:
+            raise ValueError("loss_and_gradients needs a batch of at least one image (the loss is a mean over it)")
         layers = self._fused_layers(x) if self.config.iw_k == 1 else None
         if layers is not None:
             eps = _standard_normal((x.shape[0], self.latent_dim), generator, layers.encoder[-1].weight)
