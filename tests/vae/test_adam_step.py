@@ -79,3 +79,31 @@ def test_falls_back_to_the_optimisers_own_step(case):
     assert all(not torch.equal(a, b) for a, b in zip(before, after))  # the optimiser's own step ran
     if case == "step hook":
         assert calls == [1]
+
+
+def test_flush_zeroes_the_subnormal_moments_and_nothing_else():
+    opt = _stepped(fused=True)
+    tiny = torch.finfo(torch.float32).tiny
+    values = torch.tensor([1e-39, -1e-39, tiny, -tiny, 2 * tiny, -2 * tiny, 0.0, 1e-3, -5.0, float("nan")])
+    expected = torch.tensor([0.0, 0.0, 0.0, 0.0, 2 * tiny, -2 * tiny, 0.0, 1e-3, -5.0, float("nan")])
+    state = opt.state[opt.param_groups[0]["params"][1]]  # the (5,) bias
+    state["exp_avg"].copy_(values[:5])
+    state["exp_avg_sq"].copy_(values[5:].abs())
+    step = state["step"].clone()
+    fast.flush_subnormal_moments(opt)
+    torch.testing.assert_close(state["exp_avg"], expected[:5], rtol=0, atol=0)
+    torch.testing.assert_close(state["exp_avg_sq"], expected[5:].abs(), rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(state["step"], step)
+
+
+def test_the_trainer_flushes_every_64_steps(tmp_path, monkeypatch):
+    from variational import vae
+    from variational.vae import trainer
+
+    calls = []
+    monkeypatch.setattr(trainer, "flush_subnormal_moments", lambda opt: calls.append(opt))
+    steps = []
+    run = vae.train(vae.VAEConfig(hidden=[16], latent_dim=2, epochs=1, batch_size=8, seed=0), tmp_path / "run",
+                    progress=False, log=lambda m: None, on_step=lambda e, s, v: steps.append(s))
+    assert len(steps) >= 128 and len(calls) == len(steps) // 64
+    assert all(isinstance(o, torch.optim.Adam) for o in calls) and run.metrics
