@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     train_u8 = (ds.train.images * 255).round().to(torch.uint8).numpy()
     test_u8 = (ds.test.images * 255).round().to(torch.uint8).numpy()
 
-    # The three loops take turns, epoch by epoch, and each ratio is taken between neighbours: this
+    # The three loops take turns, epoch by epoch, and each ratio is taken within one round: this
     # machine's speed drifts by several percent over minutes.
     plain = PlainLoop((train_u8, ds.train.labels.numpy()), (test_u8, ds.test.labels.numpy()))
     steps = math.ceil(len(train_u8) / 128)
@@ -174,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             before = matmul_floor(steps)
             o, run = our_epoch(epoch, Path(tmp) / "run")
             # The GEMMs are timed on both sides of our epoch and averaged: the machine's speed
-            # changes over seconds (other tenants share its memory system), and this takes out
-            # a steady drift across the epoch.
+            # changes over seconds (other tenants share its memory system), and the average takes
+            # out a steady drift across our epoch (not faster changes).
             rows.append((p, o, (before + matmul_floor(steps)) / 2))
 
     print(f"Fashion-MNIST, reference VAE 784-400-20, batch 128, Adam 1e-3, torch {torch.__version__}, "

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from variational.vae import adam_step as fast
 
@@ -23,7 +24,9 @@ def _groups(params, **options):
 
 
 @pytest.mark.parametrize("options", [{}, {"maximize": True, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.01}])
-def test_same_update_as_adam_step_bit_for_bit(options):
+def test_same_update_as_adam_step_bit_for_bit(options, monkeypatch):
+    kernel_calls = []
+    monkeypatch.setattr(fast, "_KERNEL", lambda *a, **k: (kernel_calls.append(1), torch._fused_adam_(*a, **k)))
     ours, theirs = _params(), _params()
     opt_ours = torch.optim.Adam(_groups(ours, **options), fused=True)
     opt_theirs = torch.optim.Adam(_groups(theirs, **options), fused=True)
@@ -41,6 +44,7 @@ def test_same_update_as_adam_step_bit_for_bit(options):
         for key in ("step", "exp_avg", "exp_avg_sq"):
             assert torch.equal(opt_ours.state[a][key], opt_theirs.state[b][key])
     assert int(opt_ours.state[ours[1]]["step"]) == 5  # skipped once
+    assert len(kernel_calls) == 2 * 5  # two groups, five steps after the first: the kernel path ran
 
 
 def _stepped(**adam_options) -> torch.optim.Adam:
@@ -52,14 +56,27 @@ def _stepped(**adam_options) -> torch.optim.Adam:
     return opt
 
 
-@pytest.mark.parametrize("case", ["not fused", "amsgrad", "tensor lr", "step hook", "fresh state", "sgd"])
+@pytest.mark.parametrize("case", ["not fused", "amsgrad", "tensor lr", "decoupled weight decay", "step hook",
+                                  "pre hook", "global hook", "scheduler", "fresh state", "sgd"])
 def test_falls_back_to_the_optimisers_own_step(case):
+    calls = []
     if case == "not fused":
         opt = _stepped(fused=False)
     elif case == "amsgrad":
         opt = _stepped(fused=True, amsgrad=True)
     elif case == "tensor lr":
         opt = _stepped(fused=True, lr=torch.tensor(1e-3))
+    elif case == "decoupled weight decay":
+        opt = _stepped(fused=True, weight_decay=0.1, decoupled_weight_decay=True)
+    elif case == "pre hook":
+        opt = _stepped(fused=True)
+        opt.register_step_pre_hook(lambda o, args, kwargs: calls.append(1))
+    elif case == "global hook":
+        opt = _stepped(fused=True)
+        handle = register_optimizer_step_post_hook(lambda o, args, kwargs: calls.append(1))
+    elif case == "scheduler":  # wraps opt.step to see it called, and would warn if it were not
+        opt = _stepped(fused=True)
+        torch.optim.lr_scheduler.StepLR(opt, step_size=1)
     elif case == "sgd":
         params = _params()
         opt = torch.optim.SGD(params, lr=0.1)
@@ -70,15 +87,19 @@ def test_falls_back_to_the_optimisers_own_step(case):
         _grads(params, 0)
     else:
         opt = _stepped(fused=True)
-        calls = []
         opt.register_step_post_hook(lambda o, args, kwargs: calls.append(1))
-    assert fast._kernel_calls(opt) is None
-    before = [p.detach().clone() for group in opt.param_groups for p in group["params"]]
-    fast.adam_step(opt)
+    try:
+        assert fast._kernel_calls(opt) is None
+        before = [p.detach().clone() for group in opt.param_groups for p in group["params"]]
+        fast.adam_step(opt)
+    finally:
+        if case == "global hook":
+            handle.remove()
     after = [p for group in opt.param_groups for p in group["params"]]
     assert all(not torch.equal(a, b) for a, b in zip(before, after))  # the optimiser's own step ran
-    if case == "step hook":
-        assert calls == [1]
+    assert calls == ([1] if "hook" in case else [])
+    if case == "scheduler":
+        assert opt._opt_called  # the scheduler saw its step
 
 
 def test_flush_zeroes_the_subnormal_moments_and_nothing_else():
@@ -96,14 +117,15 @@ def test_flush_zeroes_the_subnormal_moments_and_nothing_else():
     assert torch.equal(state["step"], step)
 
 
-def test_the_trainer_flushes_every_64_steps(tmp_path, monkeypatch):
+def test_the_trainer_flushes_every_64_steps_of_the_run(tmp_path, monkeypatch):
     from variational import vae
     from variational.vae import trainer
 
-    calls = []
-    monkeypatch.setattr(trainer, "flush_subnormal_moments", lambda opt: calls.append(opt))
-    steps = []
-    run = vae.train(vae.VAEConfig(hidden=[16], latent_dim=2, epochs=1, batch_size=8, seed=0), tmp_path / "run",
-                    progress=False, log=lambda m: None, on_step=lambda e, s, v: steps.append(s))
-    assert len(steps) >= 128 and len(calls) == len(steps) // 64
-    assert all(isinstance(o, torch.optim.Adam) for o in calls) and run.metrics
+    steps, flushed_after = [], []  # flushed_after: how many steps had been taken at each flush
+    monkeypatch.setattr(trainer, "flush_subnormal_moments",
+                        lambda opt: flushed_after.append(len(steps) + 1) if isinstance(opt, torch.optim.Adam) else None)
+    cfg = vae.VAEConfig(hidden=[16], latent_dim=2, epochs=2, batch_size=8, seed=0)
+    vae.train(cfg, tmp_path / "run", progress=False, log=lambda m: None, on_step=lambda e, s, v: steps.append(s))
+    per_epoch = len(steps) // 2
+    assert per_epoch % 64 != 0  # so counting per epoch would flush elsewhere
+    assert flushed_after == list(range(64, len(steps) + 1, 64))

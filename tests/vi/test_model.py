@@ -54,6 +54,28 @@ def test_batched_jacobians_match_one_draw_at_a_time():
     torch.testing.assert_close(m.log_density(z), one_at_a_time)
 
 
+@pytest.mark.parametrize("spec", [
+    (constraints.cat([constraints.real, constraints.positive], dim=0, lengths=[2, 3]), (5,)),
+    (constraints.stack([constraints.real, constraints.positive], dim=0), (2,)),
+])
+def test_bijections_split_from_the_front_are_applied_one_draw_at_a_time(spec):
+    # cat/stack at dim 0 would split across draws if given a batch: they must give check()'s values.
+    m = Model(lambda p: Normal(0.0, 1.0).log_prob(p["t"]).sum(), {"t": spec})
+    for draws in (3, 5):  # 3 draws of a 5-vector: a batched cat would even fail outright
+        z = torch.randn(draws, m.dim, dtype=F64, generator=torch.Generator().manual_seed(draws))
+        torch.testing.assert_close(m.log_density(z), torch.tensor([m.check(zi) for zi in z], dtype=F64))
+
+
+def test_a_log_joint_of_shape_one_gives_one_value_per_draw():
+    m = Model(lambda p: Normal(0.0, 1.0).log_prob(p["mu"]), {"mu": (constraints.real, (1,))})
+    z = torch.tensor([[1.0], [2.0], [3.0]], dtype=F64, requires_grad=True)
+    values = m.log_density(z)
+    assert values.shape == (3,)
+    # d/dz log N(z | 0, 1) = -z, draw by draw (a (3, 3) broadcast would triple it)
+    torch.testing.assert_close(torch.autograd.grad(values.sum(), z)[0], -z.detach())
+    assert m.log_density(torch.zeros(0, 1, dtype=F64)).shape == (0,)
+
+
 def test_parameter_not_in_spec_is_named():
     m = Model(lambda p: Normal(0.0, 1.0).log_prob(p["mu"]) + Normal(0.0, 1.0).log_prob(p["sigma"]),
               {"mu": constraints.real})

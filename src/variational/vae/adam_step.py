@@ -5,9 +5,10 @@ grad-mode and profiler contexts, hook dispatch, lazy state checks and a regroupi
 by device and dtype. In the reference VAE's training loop that came to 0.15 ms of a 3.9 ms step
 (bench/vae_speed.py, interleaved blocks on 2 cores). Where the optimiser is in the plain state that
 the trainer makes (fused, no AMSGrad, no hooks, float learning rate, one device and dtype per
-group, state already created), `adam_step` calls the same kernel with the same arguments that
-`Adam.step` would, so the result is identical bit for bit (tests/vae/test_adam_step.py); in every
-other case it calls `opt.step()`.
+group, state already created, `step` not wrapped by a learning-rate scheduler), `adam_step` calls
+the same kernel with the same arguments that `Adam.step` would, so parameters and state come out
+identical bit for bit (tests/vae/test_adam_step.py); in every other case it calls `opt.step()`.
+What the fast path leaves out is the profiler's `Optimizer.step#Adam.step` range.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def adam_step(opt: torch.optim.Optimizer) -> None:
 
 def _kernel_calls(opt: torch.optim.Optimizer) -> list[tuple] | None:
     """Per parameter group, the kernel's tensor lists; None where only opt.step() does the right thing."""
-    if (_KERNEL is None or type(opt) is not torch.optim.Adam or opt._optimizer_step_pre_hooks
+    # "step" in vars(opt): the instance's own step, such as the wrapper an LR scheduler installs to see it called
+    if (_KERNEL is None or type(opt) is not torch.optim.Adam or "step" in vars(opt) or opt._optimizer_step_pre_hooks
             or opt._optimizer_step_post_hooks or _optimizer._global_optimizer_pre_hooks
             or _optimizer._global_optimizer_post_hooks or getattr(opt, "grad_scale", None) is not None
             or getattr(opt, "found_inf", None) is not None):

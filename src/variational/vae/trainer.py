@@ -37,6 +37,10 @@ from variational.vae.model import VAE
 CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "model.safetensors"
 METRICS = "metrics.jsonl"
+# Steps between flushes of Adam's subnormal moments (vae/adam_step.py), counted over the whole run so
+# that a resumed run flushes where the uninterrupted one does. For the reference model a flush takes
+# 0.1 ms, and after one about 200 new subnormals build up in 64 steps (140,000 without any).
+_FLUSH_EVERY = 64
 
 
 class TrainingDiverged(RuntimeError):
@@ -312,11 +316,6 @@ def resume(out: str | Path, epochs: int | None = None, device: str | None = None
     saved, _ = persist.read_config(path, device=device or persist.stored_device(path))
     saved.epochs = epochs or saved.epochs
     return train(saved, out, resume=True, **kwargs)
-
-
-# Steps between flushes of Adam's subnormal moments (vae/adam_step.py). For the reference model a flush
-# takes 0.1 ms, and after one about 200 new subnormals build up in 64 steps (140,000 without any).
-_FLUSH_EVERY = 64
 
 
 def _adam(model: VAE, config: VAEConfig) -> torch.optim.Adam:
