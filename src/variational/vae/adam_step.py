@@ -75,9 +75,9 @@ def flush_subnormal_moments(opt: torch.optim.Optimizer) -> None:
     take a slow path for each. After three epochs of the reference model on Fashion-MNIST 140,000
     of its 652,824 first moments were subnormal and the fused Adam kernel took 253 us instead of
     170 us. Zeroing them is what flush-to-zero arithmetic (the mode TensorFlow runs its CPU threads
-    in) does; the parameter update each would have made is below lr * 1.2e-38 / eps (1.2e-33 for the
-    reference model). NaNs stay NaNs. CPU tensors only; one pass over each moment (0.05 ms for
-    the reference model's first moments).
+    in) does. A flushed first moment would have moved its parameter by less than lr * 1.2e-38 / eps
+    a step (1.2e-33 for the reference model), and by less than ten times that over all later steps
+    (beta1 = 0.9). NaNs stay NaNs. CPU tensors only; one pass over each moment.
     """
     with torch.no_grad():
         for state in opt.state.values():

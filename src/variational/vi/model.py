@@ -221,7 +221,8 @@ class Model:
         if p.name not in self._batchable:
             u = torch.randn((3, *p.unconstrained_shape), generator=torch.Generator().manual_seed(0), dtype=dtype)
             try:
-                x, ld = p.transform(u), p.transform.log_abs_det_jacobian(u, p.transform(u))
+                x = p.transform(u)
+                ld = p.transform.log_abs_det_jacobian(u, x)
                 ld = ld.flatten(1).sum(1) if ld.dim() > 1 else ld
                 one = [_bijection_one(p.transform, ui) for ui in u]
                 ok = (x.shape == (3, *p.shape) and ld.shape == (3,)
