@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             before = matmul_floor(steps)
             o, run = our_epoch(epoch, Path(tmp) / "run")
             # The GEMMs are timed on both sides of our epoch and averaged: the machine's speed
-            # changes over seconds (other tenants share its memory system), and the average takes
+            # changes over seconds (a shared virtual machine), and the average takes
             # out a steady drift across our epoch (not faster changes).
             rows.append((p, o, (before + matmul_floor(steps)) / 2))
 
