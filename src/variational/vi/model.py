@@ -180,10 +180,8 @@ class Model:
         """One draw z (d,) -> (constrained params, log |det J| as a scalar)."""
         params, log_det = {}, z.new_zeros(())
         for p in self.params:
-            u = self._slice(z, p)
-            x = p.transform(u)
-            params[p.name] = x
-            log_det = log_det + p.transform.log_abs_det_jacobian(u, x).sum()
+            params[p.name], ld = _bijection_one(p.transform, self._slice(z, p))
+            log_det = log_det + ld
         return params, log_det
 
     # ----- densities -----------------------------------------------------------------------------
@@ -203,12 +201,9 @@ class Model:
         for p in self.params:
             u = self._slice(z, p)
             if self._takes_batches(p, z.dtype):
-                x = p.transform(u)
-                ld = p.transform.log_abs_det_jacobian(u, x)
-                ld = ld.flatten(1).sum(1) if ld.dim() > 1 else ld
+                params[p.name], ld = _bijection_batch(p.transform, u)
             else:
-                x, ld = torch.func.vmap(functools.partial(_bijection_one, p.transform))(u)
-            params[p.name] = x
+                params[p.name], ld = torch.func.vmap(functools.partial(_bijection_one, p.transform))(u)
             log_det = log_det + ld
         return params, log_det
 
@@ -221,9 +216,7 @@ class Model:
         if p.name not in self._batchable:
             u = torch.randn((3, *p.unconstrained_shape), generator=torch.Generator().manual_seed(0), dtype=dtype)
             try:
-                x = p.transform(u)
-                ld = p.transform.log_abs_det_jacobian(u, x)
-                ld = ld.flatten(1).sum(1) if ld.dim() > 1 else ld
+                x, ld = _bijection_batch(p.transform, u)
                 one = [_bijection_one(p.transform, ui) for ui in u]
                 ok = (x.shape == (3, *p.shape) and ld.shape == (3,)
                       and torch.allclose(x, torch.stack([xi for xi, _ in one]))
@@ -377,3 +370,10 @@ def _bijection_one(transform: Transform, u: Tensor) -> tuple[Tensor, Tensor]:
     """One draw's constrained value and its log |det J| as a scalar."""
     x = transform(u)
     return x, transform.log_abs_det_jacobian(u, x).sum()
+
+
+def _bijection_batch(transform: Transform, u: Tensor) -> tuple[Tensor, Tensor]:
+    """Draws u (S, ...) -> constrained values and log |det J| of shape (S,), the batch in front."""
+    x = transform(u)
+    ld = transform.log_abs_det_jacobian(u, x)
+    return x, ld.flatten(1).sum(1) if ld.dim() > 1 else ld
