@@ -388,6 +388,8 @@ def main() -> None:
     parser.add_argument("--numpyro-worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=3, help="runs of ours and NumPyro per posterior (median kept; Pyro runs once)")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)  # Pyro's AutoNormal parameters in float64, like ours
     if args.numpyro_worker:
