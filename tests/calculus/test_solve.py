@@ -37,8 +37,8 @@ def test_brachistochrone_reference_numbers(brachistochrone_bvp):
     assert e.status == "minimum" and e.second_variation.conjugate_point is None
 
 
-def test_brachistochrone_direct_method_on_graded_mesh():
-    e = solve(get_problem("brachistochrone"), "direct", direct=DirectConfig(nodes=101))
+def test_brachistochrone_direct_method_on_graded_mesh(device):
+    e = solve(get_problem("brachistochrone"), "direct", direct=DirectConfig(nodes=101), device=device)
     assert e.J >= e.exact_J - 1e-9  # an admissible curve cannot beat the cycloid (accurate quadrature)
     assert e.J_error < 2e-5 and e.max_error < 1e-4  # O(h^2) for 101 graded nodes (201: 2.8e-6, 1.6e-5)
     assert e.status == "minimum" and e.method == "direct"
@@ -57,9 +57,9 @@ def test_every_problem_by_bvp_matches_its_exact_solution(name):
 
 @pytest.mark.parametrize("name, status", [("shortest_path", "minimum"), ("catenary", "minimum"),
                                           ("sphere_geodesic", "minimum"), ("dido", "maximum")])
-def test_direct_method_matches_exact_solution(name, status):
+def test_direct_method_matches_exact_solution(name, status, device):
     p = get_problem(name)
-    e = solve(p, "direct")
+    e = solve(p, "direct", device=device)
     assert abs(e.J - p.exact_J) < 5e-5 * (1 + abs(p.exact_J))
     assert e.max_error < 5e-5
     assert e.status == status

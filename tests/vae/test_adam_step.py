@@ -7,15 +7,15 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from variational.vae import adam_step as fast
 
 
-def _params(seed: int = 0) -> list[torch.nn.Parameter]:
+def _params(seed: int = 0, device: str = "cpu") -> list[torch.nn.Parameter]:
     g = torch.Generator().manual_seed(seed)
-    return [torch.nn.Parameter(torch.randn(shape, generator=g)) for shape in [(7, 5), (5,), (3, 7), (3,)]]
+    return [torch.nn.Parameter(torch.randn(shape, generator=g).to(device)) for shape in [(7, 5), (5,), (3, 7), (3,)]]
 
 
 def _grads(params, step: int, skip: int | None = None) -> None:
     g = torch.Generator().manual_seed(100 + step)
     for i, p in enumerate(params):
-        p.grad = None if i == skip else torch.randn(p.shape, generator=g)
+        p.grad = None if i == skip else torch.randn(p.shape, generator=g).to(p.device)
 
 
 def _groups(params, **options):
@@ -24,10 +24,10 @@ def _groups(params, **options):
 
 
 @pytest.mark.parametrize("options", [{}, {"maximize": True, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.01}])
-def test_same_update_as_adam_step_bit_for_bit(options, monkeypatch):
+def test_same_update_as_adam_step_bit_for_bit(options, device, monkeypatch):
     kernel_calls = []
     monkeypatch.setattr(fast, "_KERNEL", lambda *a, **k: (kernel_calls.append(1), torch._fused_adam_(*a, **k)))
-    ours, theirs = _params(), _params()
+    ours, theirs = _params(device=device), _params(device=device)
     opt_ours = torch.optim.Adam(_groups(ours, **options), fused=True)
     opt_theirs = torch.optim.Adam(_groups(theirs, **options), fused=True)
     for step in range(6):

@@ -8,10 +8,10 @@ from variational.cli import main
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, device):
     out = tmp_path_factory.mktemp("cli") / "run"
     code = main(["vae", "train", "--epochs", "1", "--hidden", "32", "--latent-dim", "2", "--out", str(out),
-                 "--binarize", "dynamic", "--no-progress", "--eval-iw", "50"])
+                 "--binarize", "dynamic", "--no-progress", "--eval-iw", "50", "--device", device])
     assert code == 0
     return out
 
@@ -26,10 +26,10 @@ def test_train_writes_run_and_evaluation(run_dir):
     assert evaluation["note"] is None  # binarised data: bits/dim are meaningful
 
 
-def test_eval_json_reproduces_the_training_evaluation(run_dir, capsys):
-    # Same model, same test set, same seed: the numbers must be identical, not merely close.
+def test_eval_json_reproduces_the_training_evaluation(run_dir, device, capsys):
+    # Same model, test set, seed and device: the numbers must be identical, not merely close.
     capsys.readouterr()
-    assert main(["vae", "eval", str(run_dir), "--iw-samples", "50", "--json"]) == 0
+    assert main(["vae", "eval", str(run_dir), "--iw-samples", "50", "--json", "--device", device]) == 0
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads((run_dir / "evaluation.json").read_text())
     assert printed["log_px"] == saved["log_px"] and printed["elbo"] == saved["elbo"]

@@ -21,22 +21,22 @@ def generic_elbo(vae: VAE, x: torch.Tensor, eps: torch.Tensor, beta: float) -> t
 
 
 @pytest.mark.parametrize("hidden", [[7, 5], [6], []])
-def test_gradients_equal_finite_differences_in_float64(hidden):
+def test_gradients_equal_finite_differences_in_float64(hidden, device):
     torch.manual_seed(0)
-    vae = VAE(VAEConfig(hidden=hidden, latent_dim=3), (4, 4)).double()
-    x = torch.rand(6, 16, dtype=torch.float64)
-    eps = torch.randn(6, 3, dtype=torch.float64)
+    vae = VAE(VAEConfig(hidden=hidden, latent_dim=3), (4, 4)).double().to(device)
+    x = torch.rand(6, 16, dtype=torch.float64, device=device)
+    eps = torch.randn(6, 3, dtype=torch.float64, device=device)
     n_encoder = len(layers(vae).encoder)
     params = [p.detach().clone().requires_grad_() for p in layers(vae).tensors()]
     assert torch.autograd.gradcheck(lambda *ps: _ELBO.apply(x, eps, 0.7, n_encoder, *ps), params)
 
 
-def test_value_and_gradients_match_autograd_on_the_reference_model():
+def test_value_and_gradients_match_autograd_on_the_reference_model(device):
     torch.manual_seed(1)
-    vae = VAE(VAEConfig(preset="seed"), (28, 28))
-    x = torch.rand(32, 28, 28)
-    eps = torch.randn(32, 20)
-    weights = torch.rand(32)  # a per-image upstream gradient, not just ones
+    vae = VAE(VAEConfig(preset="seed"), (28, 28)).to(device)
+    x = torch.rand(32, 28, 28, device=device)
+    eps = torch.randn(32, 20, device=device)
+    weights = torch.rand(32, device=device)  # a per-image upstream gradient, not just ones
     beta = 0.3
 
     fused = mlp_bernoulli_elbo(layers(vae), x.flatten(1), eps, beta)
@@ -52,12 +52,12 @@ def test_value_and_gradients_match_autograd_on_the_reference_model():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_vae_elbo_takes_the_fused_path_with_the_same_noise_stream():
+def test_vae_elbo_takes_the_fused_path_with_the_same_noise_stream(device):
     torch.manual_seed(2)
-    vae = VAE(VAEConfig(hidden=[16], latent_dim=4), (6, 6))
-    x = torch.rand(5, 6, 6)
-    via_model = vae.elbo(x, beta=0.5, generator=torch.Generator().manual_seed(3))
-    eps = torch.randn(5, 4, generator=torch.Generator().manual_seed(3))
+    vae = VAE(VAEConfig(hidden=[16], latent_dim=4), (6, 6)).to(device)
+    x = torch.rand(5, 6, 6, device=device)
+    via_model = vae.elbo(x, beta=0.5, generator=torch.Generator(device).manual_seed(3))
+    eps = torch.randn(5, 4, generator=torch.Generator(device).manual_seed(3), device=device)
     assert via_model.grad_fn is not None and "_ELBO" in type(via_model.grad_fn).__name__
     # Same draws, float32 sums of 36 pixels grouped differently: rounding well under 1e-4.
     torch.testing.assert_close(via_model, generic_elbo(vae, x, eps, 0.5), rtol=1e-5, atol=1e-4)
@@ -100,14 +100,15 @@ def test_bce_form_matches_torch_functional():
     torch.testing.assert_close(mlp_bernoulli_elbo(layers(vae), x, eps), expected, rtol=1e-5, atol=1e-4)
 
 
-def test_training_step_gradients_equal_autograd_and_replace_the_last_step():
+def test_training_step_gradients_equal_autograd_and_replace_the_last_step(device):
     torch.manual_seed(6)
-    vae = VAE(VAEConfig(hidden=[32, 16], latent_dim=4), (8, 8))
-    x = torch.rand(10, 8, 8)
-    expected_loss = -generic_elbo(vae, x, torch.randn(10, 4, generator=torch.Generator().manual_seed(7)), 0.4).mean()
+    vae = VAE(VAEConfig(hidden=[32, 16], latent_dim=4), (8, 8)).to(device)
+    x = torch.rand(10, 8, 8, device=device)
+    noise = lambda: torch.Generator(device).manual_seed(7)  # noqa: E731
+    expected_loss = -generic_elbo(vae, x, torch.randn(10, 4, generator=noise(), device=device), 0.4).mean()
     expected = torch.autograd.grad(expected_loss, list(vae.parameters()))
     for _ in range(2):  # the second call must overwrite the first's gradient, not add to it
-        loss = vae.loss_and_gradients(x, beta=0.4, generator=torch.Generator().manual_seed(7))
+        loss = vae.loss_and_gradients(x, beta=0.4, generator=noise())
     # float32 throughout, reductions in another order: 1e-6 relative on the loss, and on gradients
     # 1e-4 relative (1e-5 absolute for the near-zero entries of masked ReLU units).
     assert loss == pytest.approx(expected_loss.item(), rel=1e-6)
@@ -136,24 +137,25 @@ def test_training_step_of_other_models_backpropagates():
 
 @pytest.mark.parametrize("n", [784, 64, 13, 67, 1000])  # 13 and 67: no divisor in [16, 64], padded
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_sum_of_logs_by_chunk_products_equals_the_sum_of_logs(n, dtype):
+def test_sum_of_logs_by_chunk_products_equals_the_sum_of_logs(n, dtype, device):
     a = 0.5 + 0.5 * torch.rand(9, n, dtype=torch.float64)  # in [1/2, 1], as max(p, 1 - p) is
     a[0, :] = 0.5  # the smallest possible factors: a chunk's product must not underflow
     expected = a.log().sum(1)
-    got = _sum_of_logs(a.to(dtype)).double()
+    got = _sum_of_logs(a.to(device, dtype)).cpu().double()
     # float32: about one ulp of rounding per factor, ~6e-8 each, over up to 1000 factors.
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-4 if dtype == torch.float32 else 1e-10)
 
 
-def test_extreme_logits_give_the_exact_bernoulli_log_likelihood():
-    vae = VAE(VAEConfig(hidden=[4], latent_dim=2), (2, 4))
+def test_extreme_logits_give_the_exact_bernoulli_log_likelihood(device):
+    vae = VAE(VAEConfig(hidden=[4], latent_dim=2), (2, 4)).to(device)
     last = layers(vae).decoder[-1]
-    logits = torch.tensor([-100.0, -30.0, -5.0, 0.0, 1e-3, 5.0, 30.0, 100.0])
+    logits = torch.tensor([-100.0, -30.0, -5.0, 0.0, 1e-3, 5.0, 30.0, 100.0], device=device)
     with torch.no_grad():
         last.weight.zero_()
         last.bias.copy_(logits)
-    x = torch.tensor([[0.0, 1.0, 0.3, 1.0, 0.0, 0.7, 0.0, 1.0], [1.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0, 0.0]])
-    eps = torch.zeros(2, 2)
+    x = torch.tensor([[0.0, 1.0, 0.3, 1.0, 0.0, 0.7, 0.0, 1.0], [1.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0, 0.0]],
+                     device=device)
+    eps = torch.zeros(2, 2, device=device)
     mu, logvar = vae.encoder(x.view(2, 2, 4))
     l64, x64 = logits.double(), x.double()
     log_lik = (x64 * l64 - F.softplus(l64)).sum(1)

@@ -19,12 +19,12 @@ def _weights(model):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_short_training_improves_test_elbo_and_writes_the_run(tmp_path):
-    run = vae.train(vae.VAEConfig(**SMALL), tmp_path / "run", progress=False, log=lambda m: None)
+def test_short_training_improves_test_elbo_and_writes_the_run(tmp_path, device):
+    run = vae.train(vae.VAEConfig(**SMALL, device=device), tmp_path / "run", progress=False, log=lambda m: None)
     elbos = [m["test_elbo"] for m in run.metrics]
-    untrained = vae.VAE(run.config, (28, 28))
+    untrained = vae.VAE(run.config, (28, 28)).to(device)
     with torch.no_grad():
-        start = untrained.elbo(run.data.x_test, generator=torch.Generator().manual_seed(0)).mean().item()
+        start = untrained.elbo(run.data.x_test, generator=torch.Generator(device).manual_seed(0)).mean().item()
     # An untrained decoder predicts ~0.5 everywhere: ~-545 nats; three epochs gain > 100 nats.
     assert elbos[-1] > start + 100, (start, elbos)
     assert elbos == sorted(elbos), elbos
@@ -35,27 +35,29 @@ def test_short_training_improves_test_elbo_and_writes_the_run(tmp_path):
     assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2, 3]
 
 
-def test_load_round_trip_gives_the_same_model(tmp_path):
-    run = vae.train(vae.VAEConfig(**{**SMALL, "epochs": 1}), tmp_path / "run", progress=False, log=lambda m: None)
-    loaded = vae.load(run.dir)
+def test_load_round_trip_gives_the_same_model(tmp_path, device):
+    run = vae.train(vae.VAEConfig(**{**SMALL, "epochs": 1}, device=device), tmp_path / "run", progress=False,
+                    log=lambda m: None)
+    loaded = vae.load(run.dir, device=device)
     x = run.data.x_test[:20]
     with torch.no_grad():
-        a = run.model.elbo(x, generator=torch.Generator().manual_seed(5))
-        b = loaded.elbo(x, generator=torch.Generator().manual_seed(5))
+        a = run.model.elbo(x, generator=torch.Generator(device).manual_seed(5))
+        b = loaded.elbo(x, generator=torch.Generator(device).manual_seed(5))
     assert torch.equal(a, b)
 
 
-def test_resume_after_an_epoch_equals_the_uninterrupted_run(tmp_path):
-    full = vae.train(vae.VAEConfig(**SMALL), tmp_path / "full", progress=False, log=lambda m: None)
-    vae.train(vae.VAEConfig(**{**SMALL, "epochs": 1}), tmp_path / "split", progress=False, log=lambda m: None)
+def test_resume_after_an_epoch_equals_the_uninterrupted_run(tmp_path, device):
+    full = vae.train(vae.VAEConfig(**SMALL, device=device), tmp_path / "full", progress=False, log=lambda m: None)
+    vae.train(vae.VAEConfig(**{**SMALL, "epochs": 1}, device=device), tmp_path / "split", progress=False,
+              log=lambda m: None)
     resumed = vae.resume(tmp_path / "split", epochs=3, progress=False, log=lambda m: None)
     for k, v in _weights(full.model).items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
     assert resumed.metrics == [{**m, "seconds": r["seconds"]} for m, r in zip(full.metrics, resumed.metrics)]
 
 
-def test_sigterm_mid_epoch_checkpoints_and_resume_is_exact(tmp_path):
-    cfg = vae.VAEConfig(**{**SMALL, "binarize": "dynamic"})  # the generator feeds binarisation too
+def test_sigterm_mid_epoch_checkpoints_and_resume_is_exact(tmp_path, device):
+    cfg = vae.VAEConfig(**SMALL, binarize="dynamic", device=device)  # the generator feeds binarisation too
     full = vae.train(cfg, tmp_path / "full", progress=False, log=lambda m: None)
 
     def kill_at(epoch, step, loss):
@@ -71,8 +73,8 @@ def test_sigterm_mid_epoch_checkpoints_and_resume_is_exact(tmp_path):
     assert [m["test_elbo"] for m in resumed.metrics] == [m["test_elbo"] for m in full.metrics]
 
 
-def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    cfg = vae.VAEConfig(**SMALL)
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path, device, monkeypatch):
+    cfg = vae.VAEConfig(**SMALL, device=device)
     poisoned = {"on": False}
     step = vae.VAE.loss_and_gradients
 
@@ -88,9 +90,10 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_p
         vae.train(cfg, tmp_path / "run", progress=False, on_step=switch, log=lambda m: None)
     monkeypatch.setattr(vae.VAE, "loss_and_gradients", step)
     saved = load_tensors(tmp_path / "run" / "checkpoint.safetensors")
-    epoch_one = vae.train(vae.VAEConfig(**{**SMALL, "epochs": 1}), tmp_path / "ref", progress=False, log=lambda m: None)
+    epoch_one = vae.train(vae.VAEConfig(**{**SMALL, "epochs": 1}, device=device), tmp_path / "ref", progress=False,
+                          log=lambda m: None)
     for k, v in epoch_one.model.state_dict().items():
-        assert torch.equal(saved[f"model.{k}"], v), k  # the checkpoint is still the end of epoch 1
+        assert torch.equal(saved[f"model.{k}"], v.cpu()), k  # the checkpoint is still the end of epoch 1
 
 
 def test_existing_run_is_not_overwritten(tmp_path):

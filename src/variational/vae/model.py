@@ -101,6 +101,9 @@ class VAE(nn.Module):
         """Importance-weighted estimate of log p(x) per image, with `k` samples from q(z|x).
 
         The samples are processed `chunk` at a time (running log-sum-exp), so memory stays bounded.
+        On the CPU the chunks continue one noise stream, so the result does not depend on `chunk`;
+        CUDA's generator starts each call at a fresh offset, so there another chunk size gives other
+        (equally valid) draws.
         """
         chunk = chunk or max(1, 4096 // max(1, x.shape[0]))  # see evaluation.DECODER_ROWS
         total = None
