@@ -1,5 +1,7 @@
 """The hand-differentiated MLP/Bernoulli ELBO against autograd through the generic modules."""
 
+import math
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -215,3 +217,31 @@ def test_an_empty_batch_gives_an_empty_elbo_and_no_training_step():
     assert layers(vae) is not None and vae.elbo(empty).shape == (0,)
     with pytest.raises(ValueError, match="at least one image"):
         vae.loss_and_gradients(empty)
+
+
+def test_a_changed_layer_pattern_a_missing_bias_or_a_global_hook_takes_the_generic_path():
+    torch.manual_seed(10)
+    x = torch.rand(3, 4, 4)
+    no_relu = VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
+    no_relu.decoder.net[1] = torch.nn.Identity()  # the decoder's ReLU: the fused pass would still apply it
+    assert no_relu._fused_layers(x) is None
+    eps = torch.randn(3, 2, generator=torch.Generator().manual_seed(0))
+    mu, logvar = no_relu.encoder(x)
+    z = mu + (0.5 * logvar).exp() * eps
+    linear_decoder = no_relu.decoder.net[2](no_relu.decoder.net[0](z))  # no ReLU between the layers
+    expected = (-F.binary_cross_entropy_with_logits(linear_decoder, x.flatten(1), reduction="none").sum(1)
+                - kl_standard_normal(mu, logvar))
+    torch.testing.assert_close(no_relu.elbo(x, generator=torch.Generator().manual_seed(0)), expected)
+
+    no_bias = VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
+    no_bias.decoder.net[-1].bias = None
+    assert no_bias._fused_layers(x) is None
+    assert math.isfinite(no_bias.loss_and_gradients(x))
+
+    vae = VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda module, args, out: None)
+    try:
+        assert vae._fused_layers(x) is None  # the hook must see every module's call
+    finally:
+        handle.remove()
+    assert vae._fused_layers(x) is not None

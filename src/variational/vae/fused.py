@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
+from torch.nn.modules import module as module_hooks
 
 from variational.vae.likelihoods import BernoulliLikelihood
 from variational.vae.nets import MLPDecoder, MLPEncoder
@@ -30,43 +31,71 @@ from variational.vae.nets import MLPDecoder, MLPEncoder
 class MLPLayers:
     """The linear layers of an MLP encoder (hidden layers, then the (mu, log sigma^2) head) and decoder."""
 
-    def __init__(self, encoder: list[nn.Linear], decoder: list[nn.Linear]):
-        self.encoder, self.decoder = encoder, decoder
+    def __init__(self, encoder: list[nn.Linear], decoder: list[nn.Linear], tensors: list[Tensor]):
+        self.encoder, self.decoder, self._tensors = encoder, decoder, tensors
 
     def tensors(self) -> list[Tensor]:
-        return [t for layer in (*self.encoder, *self.decoder) for t in (layer.weight, layer.bias)]
+        """Each layer's weight and bias, encoder first."""
+        return self._tensors
 
 
 def layers_of(encoder: nn.Module, decoder: nn.Module, likelihood: nn.Module) -> MLPLayers | None:
     """The linear layers when the three modules are exactly our MLP encoder, MLP decoder and
     Bernoulli likelihood, unhooked and unparametrised, in float32 or float64; else None.
 
-    Checked on every call (about 25 us for the reference model): exact types, so a parametrised
-    layer (weight norm, pruning: torch swaps in a subclass) or any module of the user's fails them.
+    Checked on every call (about 15 us for the reference model): exact types, so a parametrised
+    layer (weight norm, pruning: torch swaps in a subclass) or any module of the user's fails them,
+    and each net's layers must still be Linear, ReLU, Linear, ..., Linear, so a ReLU swapped for an
+    Identity fails too.
     """
     if (type(encoder), type(decoder), type(likelihood)) != (MLPEncoder, MLPDecoder, BernoulliLikelihood):
         return None
-    nets = [list(_walk(encoder)), list(_walk(decoder))]
-    for m in (*nets[0], *nets[1], likelihood):
-        hooked = m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-        if type(m) not in _PLAIN or hooked:
-            return None
-    layers = MLPLayers(*[[m for m in net if type(m) is nn.Linear] for net in nets])
-    # Half precision would underflow _sum_of_logs's chunk products (2^-64 is below float16's range).
-    if any(layer.weight.dtype not in (torch.float32, torch.float64) for layer in (*layers.encoder, *layers.decoder)):
+    if _hooked(likelihood) or any(_GLOBAL_HOOKS):
         return None
-    return layers
+    encoder_layers, decoder_layers = _linear_chain(encoder), _linear_chain(decoder)
+    if encoder_layers is None or decoder_layers is None:
+        return None
+    tensors = []
+    for layer in (*encoder_layers, *decoder_layers):
+        weight, bias = layer._parameters.get("weight"), layer._parameters.get("bias")
+        # Half precision would underflow _sum_of_logs's chunk products (2^-64 is below float16's range).
+        if weight is None or bias is None or weight.dtype not in _DTYPES or bias.dtype != weight.dtype:
+            return None
+        tensors += (weight, bias)
+    if any(t.dtype != tensors[0].dtype for t in tensors):
+        return None
+    return MLPLayers(encoder_layers, decoder_layers, tensors)
 
 
-_PLAIN = (MLPEncoder, MLPDecoder, BernoulliLikelihood, nn.Sequential, nn.Linear, nn.ReLU, nn.Identity)
+_PLAIN = frozenset((MLPEncoder, MLPDecoder, nn.Sequential, nn.Linear, nn.ReLU, nn.Identity))
+_DTYPES = (torch.float32, torch.float64)
+# Hooks registered for every module (torch.nn.modules.module.register_module_forward_hook and kin).
+_GLOBAL_HOOKS = (module_hooks._global_forward_hooks, module_hooks._global_forward_pre_hooks,
+                 module_hooks._global_backward_hooks, module_hooks._global_backward_pre_hooks)
 
 
-def _walk(module: nn.Module):
-    """The module and its submodules in registration order (nn.Module.modules without its bookkeeping)."""
-    yield module
-    for child in module._modules.values():
-        if child is not None:
-            yield from _walk(child)
+def _hooked(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks)
+
+
+def _linear_chain(net: nn.Module) -> list[nn.Linear] | None:
+    """The Linear layers of `net`, if its modules are all plain and unhooked and its leaves run
+    Linear, ReLU, Linear, ..., Linear in registration order (Identity aside); else None."""
+    stack, leaves = [net], []
+    while stack:  # depth first, children in registration order: the order Sequential runs them in
+        m = stack.pop()
+        if (type(m) not in _PLAIN or m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                or m._backward_pre_hooks):
+            return None
+        if m._modules:
+            stack.extend(c for c in reversed(m._modules.values()) if c is not None)
+        elif type(m) is not nn.Identity:
+            leaves.append(m)
+    linears, relus = leaves[0::2], leaves[1::2]
+    if (len(leaves) % 2 == 0 or any(type(m) is not nn.Linear for m in linears)
+            or any(type(m) is not nn.ReLU for m in relus)):
+        return None
+    return linears
 
 
 def mlp_bernoulli_elbo(layers: MLPLayers, x: Tensor, eps: Tensor, beta: float = 1.0) -> Tensor:
@@ -81,57 +110,78 @@ def mlp_bernoulli_elbo(layers: MLPLayers, x: Tensor, eps: Tensor, beta: float = 
     return _ELBO.apply(x, eps, float(beta), len(layers.encoder), *layers.tensors())
 
 
-@torch.no_grad()
 def loss_and_gradients(layers: MLPLayers, x: Tensor, eps: Tensor, beta: float = 1.0) -> float:
     """The training loss -mean(ELBO) over the batch; its gradient is written into each parameter's `.grad`.
 
     Without autograd: the gradient goes straight into buffers kept from step to step (allocated
     on the first call), so a step allocates no parameter-sized tensors and its weight-gradient
     products write into memory already in cache. Frozen parameters get no gradient (`.grad` None).
+    Only the batch's total is formed, not each image's ELBO, and the backward runs for a unit
+    upstream gradient with the loss's -1/batch folded into the weight-gradient products' scale.
     """
     params = layers.tensors()
-    elbo, saved = _forward(x, eps, beta, len(layers.encoder), params)
     grads = []
     for p in params:
         if not p.requires_grad:
             p.grad = None  # frozen, perhaps since the last step: the optimiser must skip it
         elif p.grad is None or p.grad.shape != p.shape or p.grad.dtype != p.dtype:
-            p.grad = torch.empty_like(p)
+            p.grad = torch.empty_like(p)  # an ordinary tensor: made outside inference mode
         grads.append(p.grad)
-    upstream = torch.full((x.shape[0], 1), -1.0 / x.shape[0], dtype=elbo.dtype, device=elbo.device)
-    _backward(saved, params[0::2], len(layers.encoder), beta, upstream, grads)
-    return -elbo.mean().item()
+    # Inference mode, not just no_grad: its tensors skip view and version tracking, which took
+    # about 50 of the 330 us a step of a tiny MLP spent outside arithmetic. Only the step's own
+    # temporaries are inference tensors; the .grad buffers are written in place.
+    with torch.inference_mode():
+        n_encoder = len(layers.encoder)
+        saved = _network(x, eps, n_encoder, params)
+        probs, mu, logvar, _, sm1, logits, _ = saved
+        # The batch's sums of the terms of _per_image_elbo; x l as one dot product, which writes nothing.
+        terms = torch.stack([torch.dot(x.reshape(-1), logits.view(-1)), logits.clamp_min(0).sum(),
+                             _sum_of_logs(torch.maximum(probs, torch.rsub(probs, 1)), total=True),
+                             torch.sub(sm1, logvar).addcmul_(mu, mu).sum()])
+        _backward(saved, params[0::2], n_encoder, beta, grads, scale=-1.0 / x.shape[0])
+    x_logits, relu_logits, log_max, kl2 = terms.tolist()
+    elbo = x_logits - relu_logits + log_max - 0.5 * beta * kl2
+    return -elbo / x.shape[0]
 
 
-def _forward(x: Tensor, eps: Tensor, beta: float, n_encoder: int, params: list[Tensor] | tuple[Tensor, ...]):
-    """(per-image ELBO, what the backward needs)."""
+def _network(x: Tensor, eps: Tensor, n_encoder: int, params: list[Tensor] | tuple[Tensor, ...]):
+    """The MLP's pass at z = mu + std * eps, keeping what the ELBO and its backward need:
+    (sigmoid(logits), mu, log sigma^2, std * eps, std^2 - 1, logits, every layer's input)."""
     weights, biases = params[0::2], params[1::2]
     inputs = []  # every layer's input, for its weight gradient and its ReLU mask
     h = x
     for w, b in zip(weights[:n_encoder - 1], biases[:n_encoder - 1]):
         inputs.append(h)
-        h = torch.addmm(b, h, w.t()).clamp_min_(0)
+        h = F.linear(h, w, b).clamp_min_(0)
     inputs.append(h)
-    head = torch.addmm(biases[n_encoder - 1], h, weights[n_encoder - 1].t())
-    mu, logvar = head.chunk(2, dim=1)
-    std = (0.5 * logvar).exp()
-    h = torch.addcmul(mu, std, eps)
+    mu, logvar = F.linear(h, weights[n_encoder - 1], biases[n_encoder - 1]).chunk(2, dim=1)
+    noise = logvar.mul(0.5).exp_().mul_(eps)  # std * eps
+    h = torch.add(mu, noise)
     last = len(weights) - 1
     for i in range(n_encoder, last):
         inputs.append(h)
-        h = torch.addmm(biases[i], h, weights[i].t()).clamp_min_(0)
+        h = F.linear(h, weights[i], biases[i]).clamp_min_(0)
     inputs.append(h)
-    logits = torch.addmm(biases[last], h, weights[last].t())
-    probs = torch.sigmoid(logits)  # also the backward's error signal
+    logits = F.linear(h, weights[last], biases[last])
+    # sigmoid(logits) is also the backward's error signal x - sigmoid(logits); std^2 - 1 as expm1,
+    # exact where std is near 1 (KL's std^2 - 1 - log std^2 cancels there)
+    return torch.sigmoid(logits), mu, logvar, noise, torch.expm1(logvar), logits, inputs
+
+
+def _per_image_elbo(x: Tensor, beta: float, saved) -> Tensor:
+    probs, mu, logvar, _, sm1, logits, _ = saved
     # log Bernoulli(x | sigmoid(l)) = x l - softplus(l) = x l - relu(l) + log sigmoid(|l|), where
     # sigmoid(|l|) = max(p, 1 - p) lies in [1/2, 1]: no softplus pass (PyTorch's is not vectorised).
-    log_lik = torch.mul(x, logits).sub_(logits.clamp_min(0)).sum(1) + _sum_of_logs(torch.maximum(probs, 1 - probs))
-    kl = -0.5 * (1 + logvar - mu * mu - std * std).sum(1)
-    return log_lik - beta * kl, (probs, mu, std, eps, inputs)
+    log_lik = torch.mul(x, logits).sub_(logits.clamp_min(0)).sum(1)
+    log_lik += _sum_of_logs(torch.maximum(probs, torch.rsub(probs, 1)))
+    # 2 KL(N(mu, std^2) || N(0, I)) = sum(mu^2 + std^2 - 1 - log std^2)
+    kl2 = torch.sub(sm1, logvar).addcmul_(mu, mu).sum(1)
+    return log_lik.sub_(kl2, alpha=0.5 * beta)
 
 
-def _sum_of_logs(a: Tensor) -> Tensor:
-    """sum(log a) over the last dim, for a in [1/2, 1], as the log of products over chunks.
+def _sum_of_logs(a: Tensor, total: bool = False) -> Tensor:
+    """sum(log a) over the last dim (over all of `a` with `total`), for a in [1/2, 1], as the log of
+    products over chunks.
 
     A chunk of at most 64 such factors stays above 2^-64, far from float32's underflow, and its rounding
     error (about 64 ulps) is that of a sum of 64 logs; one log per chunk instead of per pixel.
@@ -141,41 +191,50 @@ def _sum_of_logs(a: Tensor) -> Tensor:
     if chunk is None:  # no divisor to chunk by: pad with ones, which add log 1 = 0
         chunk = 64
         a = F.pad(a, (0, -n % chunk), value=1.0)
-    return a.view(rows, a.shape[1] // chunk, chunk).prod(-1).log_().sum(1)
+    logs = a.view(rows, a.shape[1] // chunk, chunk).prod(-1).log_()
+    return logs.sum() if total else logs.sum(1)
 
 
-def _backward(saved, weights, n_encoder: int, beta: float, g: Tensor, grads: list[Tensor | None],
-              fresh: bool = False) -> list[Tensor | None]:
-    """Gradients of sum_i g_i ELBO_i (g a column) with respect to each layer's weight and bias.
+def _backward(saved, weights, n_encoder: int, beta: float, grads: list[Tensor | None], g: Tensor | None = None,
+              scale: float = 1.0, fresh: bool = False) -> list[Tensor | None]:
+    """Gradients of `scale` * sum_i g_i ELBO_i (g a column; None: all ones) with respect to each
+    layer's weight and bias.
 
     Written into the tensors of `grads` (None: not wanted); with `fresh=True` each wanted one is a
     new tensor instead, returned in the list.
     """
-    probs, mu, std, eps, inputs = saved
+    probs, mu, _, noise, sm1, _, inputs = saved
     x, n_layers = inputs[0], len(weights)
 
     def through(i: int, delta: Tensor, relu_below: bool) -> Tensor | None:
         """Layer i's weight and bias gradients from its output gradient; returns its input's."""
         w, b = 2 * i, 2 * i + 1
         if grads[w] is not None:
-            grads[w] = torch.mm(delta.t(), inputs[i], out=None if fresh else grads[w])
-        if grads[b] is not None:
-            grads[b] = torch.sum(delta, 0, out=None if fresh else grads[b])
+            grads[w] = (torch.mm(delta.t(), inputs[i]) if fresh
+                        else grads[w].addmm_(delta.t(), inputs[i], beta=0, alpha=scale))
+        if grads[b] is not None:  # a product with ones, not sum(): the scale costs no pass of its own
+            grads[b] = torch.sum(delta, 0) if fresh else grads[b].addmv_(delta.t(), ones, beta=0, alpha=scale)
         if i == 0:
             return None  # the images need no gradient
-        below = delta @ weights[i]
+        below = torch.mm(delta, weights[i])
         # ReLU's gradient: zero where its output was (one pass, as autograd does it)
         return torch.ops.aten.threshold_backward(below, inputs[i], 0) if relu_below else below
 
+    ones = None if fresh else x.new_ones(x.shape[0])
     # d/dlogits of x l - softplus(l) is x - sigmoid(l)
-    delta = torch.sub(x, probs).mul_(g)
+    delta = torch.sub(x, probs)
+    if g is not None:
+        delta.mul_(g)
     for i in range(n_layers - 1, n_encoder - 1, -1):
         delta = through(i, delta, relu_below=i > n_encoder)
-    # z = mu + std * eps, std = exp(logvar / 2); KL = -1/2 sum(1 + logvar - mu^2 - std^2)
-    beta_g = beta * g
-    d_mu = delta - beta_g * mu
-    d_logvar = 0.5 * (delta * eps * std + beta_g * (1 - std * std))
-    delta = torch.cat([d_mu, d_logvar], 1)
+    # z = mu + std * eps with std = exp(logvar / 2); the ELBO's KL term is -beta/2 sum(mu^2 + std^2 - 1 - logvar)
+    if g is None:
+        d_mu = torch.sub(delta, mu, alpha=beta)
+        d_kl = torch.mul(sm1, -0.5 * beta)
+    else:
+        d_mu = torch.addcmul(delta, mu, g, value=-beta)
+        d_kl = torch.mul(sm1, g).mul_(-0.5 * beta)
+    delta = torch.cat([d_mu, d_kl.addcmul_(delta, noise, value=0.5)], 1)  # d/dlogvar: std eps / 2 per dz
     for i in range(n_encoder - 1, -1, -1):
         delta = through(i, delta, relu_below=True)
     return grads
@@ -184,18 +243,19 @@ def _backward(saved, weights, n_encoder: int, beta: float, g: Tensor, grads: lis
 class _ELBO(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, eps: Tensor, beta: float, n_encoder: int, *params: Tensor) -> Tensor:
-        elbo, (probs, mu, std, eps, inputs) = _forward(x, eps, beta, n_encoder, params)
-        ctx.save_for_backward(probs, mu, std, eps, *inputs, *params[0::2])
+        saved = _network(x, eps, n_encoder, params)
+        probs, mu, logvar, noise, sm1, logits, inputs = saved
+        ctx.save_for_backward(probs, mu, noise, sm1, *inputs, *params[0::2])
         ctx.beta, ctx.n_encoder = beta, n_encoder
-        return elbo
+        return _per_image_elbo(x, beta, saved)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        probs, mu, std, eps, *rest = ctx.saved_tensors
+        probs, mu, noise, sm1, *rest = ctx.saved_tensors
         n_layers = len(rest) // 2
         inputs, weights = rest[:n_layers], rest[n_layers:]
         wanted = [True if w else None for w in ctx.needs_input_grad[4:]]
-        grads = _backward((probs, mu, std, eps, inputs), weights, ctx.n_encoder, ctx.beta, grad.unsqueeze(1),
-                          wanted, fresh=True)
+        saved = (probs, mu, None, noise, sm1, None, inputs)
+        grads = _backward(saved, weights, ctx.n_encoder, ctx.beta, wanted, g=grad.unsqueeze(1), fresh=True)
         return (None, None, None, None, *grads)
