@@ -208,12 +208,12 @@ def _backward(saved, weights, n_encoder: int, beta: float, grads: list[Tensor | 
 
     def through(i: int, delta: Tensor, relu_below: bool) -> Tensor | None:
         """Layer i's weight and bias gradients from its output gradient; returns its input's."""
-        w, b = 2 * i, 2 * i + 1
+        w, b, delta_t = 2 * i, 2 * i + 1, delta.t()
         if grads[w] is not None:
-            grads[w] = (torch.mm(delta.t(), inputs[i]) if fresh
-                        else grads[w].addmm_(delta.t(), inputs[i], beta=0, alpha=scale))
+            grads[w] = (torch.mm(delta_t, inputs[i]) if fresh
+                        else grads[w].addmm_(delta_t, inputs[i], beta=0, alpha=scale))
         if grads[b] is not None:  # a product with ones, not sum(): the scale costs no pass of its own
-            grads[b] = torch.sum(delta, 0) if fresh else grads[b].addmv_(delta.t(), ones, beta=0, alpha=scale)
+            grads[b] = torch.sum(delta, 0) if fresh else grads[b].addmv_(delta_t, ones, beta=0, alpha=scale)
         if i == 0:
             return None  # the images need no gradient
         below = torch.mm(delta, weights[i])

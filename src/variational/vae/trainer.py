@@ -232,7 +232,7 @@ def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data:
             flush_subnormal_moments(opt)
         loop.step, loop.loss_sum, loop.seen = step + 1, loop.loss_sum + value * len(x), loop.seen + len(x)
         bar.update(1)
-        bar.set_postfix(loss=f"{loop.loss_sum / loop.seen:.2f}", refresh=False)
+        bar.set_postfix_str(f"loss={loop.loss_sum / loop.seen:.2f}", refresh=False)
         if on_step is not None:
             on_step(epoch, step, value)
         if ddp is None:  # read here, after on_step: a signal may arrive at any moment
