@@ -233,6 +233,10 @@ def test_a_changed_layer_pattern_a_missing_bias_or_a_global_hook_takes_the_gener
                 - kl_standard_normal(mu, logvar))
     torch.testing.assert_close(no_relu.elbo(x, generator=torch.Generator().manual_seed(0)), expected)
 
+    with_child = VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
+    with_child.decoder.net[0].add_module("extra", torch.nn.Linear(2, 8))  # Linear.forward never calls it
+    assert with_child._fused_layers(x) is None
+
     no_bias = VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
     no_bias.decoder.net[-1].bias = None
     assert no_bias._fused_layers(x) is None
@@ -245,3 +249,13 @@ def test_a_changed_layer_pattern_a_missing_bias_or_a_global_hook_takes_the_gener
     finally:
         handle.remove()
     assert vae._fused_layers(x) is not None
+
+
+def test_the_training_step_leaves_ordinary_gradients_that_autograd_code_can_use():
+    vae = VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
+    with torch.inference_mode():  # a buffer a user made in inference mode is replaced, not written
+        vae.decoder.net[0].weight.grad = torch.zeros_like(vae.decoder.net[0].weight)
+    vae.loss_and_gradients(torch.rand(3, 4, 4))
+    assert not any(p.grad.is_inference() for p in vae.parameters())
+    torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)  # in place on every .grad
+    vae.elbo(torch.rand(3, 4, 4)).sum().backward()  # accumulates into the same buffers

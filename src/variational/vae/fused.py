@@ -68,7 +68,8 @@ def layers_of(encoder: nn.Module, decoder: nn.Module, likelihood: nn.Module) -> 
     return MLPLayers(encoder_layers, decoder_layers, tensors)
 
 
-_PLAIN = frozenset((MLPEncoder, MLPDecoder, nn.Sequential, nn.Linear, nn.ReLU, nn.Identity))
+_CONTAINERS = frozenset((MLPEncoder, MLPDecoder, nn.Sequential))  # run their children in order
+_LEAVES = frozenset((nn.Linear, nn.ReLU, nn.Identity))
 _DTYPES = (torch.float32, torch.float64)
 # Hooks registered for every module (torch.nn.modules.module.register_module_forward_hook and kin).
 _GLOBAL_HOOKS = (module_hooks._global_forward_hooks, module_hooks._global_forward_pre_hooks,
@@ -85,11 +86,12 @@ def _linear_chain(net: nn.Module) -> list[nn.Linear] | None:
     stack, leaves = [net], []
     while stack:  # depth first, children in registration order: the order Sequential runs them in
         m = stack.pop()
-        if (type(m) not in _PLAIN or m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
-                or m._backward_pre_hooks):
+        if _hooked(m):
             return None
-        if m._modules:
+        if type(m) in _CONTAINERS:
             stack.extend(c for c in reversed(m._modules.values()) if c is not None)
+        elif type(m) not in _LEAVES or m._modules:  # a Linear with a submodule would ignore it
+            return None
         elif type(m) is not nn.Identity:
             leaves.append(m)
     linears, relus = leaves[0::2], leaves[1::2]
@@ -125,8 +127,8 @@ def loss_and_gradients(layers: MLPLayers, x: Tensor, eps: Tensor, beta: float = 
     for p in params:
         if not p.requires_grad:
             p.grad = None  # frozen, perhaps since the last step: the optimiser must skip it
-        elif p.grad is None or p.grad.shape != p.shape or p.grad.dtype != p.dtype:
-            p.grad = torch.empty_like(p)  # an ordinary tensor: made outside inference mode
+        elif p.grad is None or p.grad.shape != p.shape or p.grad.dtype != p.dtype or p.grad.is_inference():
+            p.grad = torch.empty_like(p)  # an ordinary tensor (made outside inference mode), as autograd's are
         grads.append(p.grad)
     # Inference mode, not just no_grad: its tensors skip view and version tracking, which took
     # about 50 of the 330 us a step of a tiny MLP spent outside arithmetic. Only the step's own
@@ -245,7 +247,7 @@ class _ELBO(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, eps: Tensor, beta: float, n_encoder: int, *params: Tensor) -> Tensor:
         saved = _network(x, eps, n_encoder, params)
-        probs, mu, logvar, noise, sm1, logits, inputs = saved
+        probs, mu, _, noise, sm1, _, inputs = saved
         ctx.save_for_backward(probs, mu, noise, sm1, *inputs, *params[0::2])
         ctx.beta, ctx.n_encoder = beta, n_encoder
         return _per_image_elbo(x, beta, saved)
