@@ -257,5 +257,12 @@ def test_the_training_step_leaves_ordinary_gradients_that_autograd_code_can_use(
         vae.decoder.net[0].weight.grad = torch.zeros_like(vae.decoder.net[0].weight)
     vae.loss_and_gradients(torch.rand(3, 4, 4))
     assert not any(p.grad.is_inference() for p in vae.parameters())
-    torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)  # in place on every .grad
-    vae.elbo(torch.rand(3, 4, 4)).sum().backward()  # accumulates into the same buffers
+    torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)  # in place on every .grad; untrained, the norm is above 1
+    clipped = [p.grad.clone() for p in vae.parameters()]
+    assert torch.cat([c.flatten() for c in clipped]).norm().item() == pytest.approx(1.0, rel=1e-5)
+    x = torch.rand(3, 4, 4)
+    expected = torch.autograd.grad(vae.elbo(x, generator=torch.Generator().manual_seed(0)).sum(),
+                                   list(vae.parameters()))
+    vae.elbo(x, generator=torch.Generator().manual_seed(0)).sum().backward()  # accumulates into the buffers
+    for p, c, e in zip(vae.parameters(), clipped, expected):
+        torch.testing.assert_close(p.grad, c + e)  # same computation twice: float32 rounding of one add

@@ -139,8 +139,7 @@ def loss_and_gradients(layers: MLPLayers, x: Tensor, eps: Tensor, beta: float = 
         probs, mu, logvar, _, sm1, logits, _ = saved
         # The batch's sums of the terms of _per_image_elbo; x l as one dot product, which writes nothing.
         terms = torch.stack([torch.dot(x.reshape(-1), logits.view(-1)), logits.clamp_min(0).sum(),
-                             _sum_of_logs(torch.maximum(probs, torch.rsub(probs, 1)), total=True),
-                             torch.sub(sm1, logvar).addcmul_(mu, mu).sum()])
+                             _log_sigmoid_abs_sum(probs, total=True), _twice_kl_terms(mu, logvar, sm1).sum()])
         _backward(saved, params[0::2], n_encoder, beta, grads, scale=-1.0 / x.shape[0])
     x_logits, relu_logits, log_max, kl2 = terms.tolist()
     elbo = x_logits - relu_logits + log_max - 0.5 * beta * kl2
@@ -175,11 +174,18 @@ def _per_image_elbo(x: Tensor, beta: float, saved) -> Tensor:
     probs, mu, logvar, _, sm1, logits, _ = saved
     # log Bernoulli(x | sigmoid(l)) = x l - softplus(l) = x l - relu(l) + log sigmoid(|l|), where
     # sigmoid(|l|) = max(p, 1 - p) lies in [1/2, 1]: no softplus pass (PyTorch's is not vectorised).
-    log_lik = torch.mul(x, logits).sub_(logits.clamp_min(0)).sum(1)
-    log_lik += _sum_of_logs(torch.maximum(probs, torch.rsub(probs, 1)))
-    # 2 KL(N(mu, std^2) || N(0, I)) = sum(mu^2 + std^2 - 1 - log std^2)
-    kl2 = torch.sub(sm1, logvar).addcmul_(mu, mu).sum(1)
-    return log_lik.sub_(kl2, alpha=0.5 * beta)
+    log_lik = torch.mul(x, logits).sub_(logits.clamp_min(0)).sum(1) + _log_sigmoid_abs_sum(probs)
+    return log_lik.sub_(_twice_kl_terms(mu, logvar, sm1).sum(1), alpha=0.5 * beta)
+
+
+def _log_sigmoid_abs_sum(probs: Tensor, total: bool = False) -> Tensor:
+    """sum of log sigmoid(|l|) = log max(p, 1 - p) per row (over all of `probs` with `total`)."""
+    return _sum_of_logs(torch.maximum(probs, torch.rsub(probs, 1)), total)
+
+
+def _twice_kl_terms(mu: Tensor, logvar: Tensor, sm1: Tensor) -> Tensor:
+    """mu^2 + std^2 - 1 - log std^2 per coordinate: their sum is 2 KL(N(mu, std^2) || N(0, I))."""
+    return torch.sub(sm1, logvar).addcmul_(mu, mu)
 
 
 def _sum_of_logs(a: Tensor, total: bool = False) -> Tensor:
