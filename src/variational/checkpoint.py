@@ -17,9 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-
-class CheckpointError(ValueError):
-    """A checkpoint or run file that is missing or cannot be read."""
+from variational.errors import CheckpointError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:

@@ -13,6 +13,7 @@ import sys
 from typing import NoReturn
 
 from variational import __version__
+from variational.errors import VariationalError
 
 # The front ends' command modules; each defines register(subparsers).
 FRONT_ENDS = (
@@ -20,10 +21,6 @@ FRONT_ENDS = (
     "variational.vi.cli",
     "variational.calculus.cli",
 )
-
-
-class UserError(Exception):
-    """An error the user can act on: printed as one line, exit status 2, no traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (UserError, ValueError, OSError) as e:
-        # Errors raised for bad input (and unusable paths) name the cause: one line, no traceback.
+    except VariationalError as e:
+        # Errors the user can act on name the cause: one line, no traceback. Anything else is a
+        # bug and shows its traceback.
         print(f"variational: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -79,7 +77,7 @@ def run() -> NoReturn:
 
 if __name__ == "__main__":
     # Under `python -m variational.cli` this file is __main__: run the imported module's entry, so the
-    # front ends' UserError is the class main() catches.
+    # errors raised are the classes main() catches.
     from variational.cli import run as _run
 
     _run()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from scipy.stats import norm
 
-from variational.cli import UserError
+from variational.errors import ModelError as UserError
 from variational.vi import cli
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "eight_schools_model.py"

@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from variational.errors import SolveError
+
 __all__ = ["Extremal", "SecondVariation", "SolveError", "NoExtremalError", "NotAMinimumError"]
-
-
-class SolveError(ValueError):
-    """The numeric solver failed; the message gives its status and, where known, the reason."""
 
 
 class NoExtremalError(SolveError):

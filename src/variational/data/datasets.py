@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from variational.data import idx
+from variational.errors import DataError
 
 __all__ = [
     "DataError", "DatasetNotFoundError", "Split", "Dataset",
@@ -42,10 +43,6 @@ IDX_STEMS = {
 }
 DIGITS_TEST = 297      # digits has no published split: the last 297 of 1797 images are the test set
 NPY_TEST_FRACTION = 0.1  # a single .npy array: its last 10% (rounded up) is the test set
-
-
-class DataError(ValueError):
-    """A dataset that cannot be used as given; the message names the file or option and the defect."""
 
 
 class DatasetNotFoundError(DataError):

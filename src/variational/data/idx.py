@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from variational.checkpoint import atomic_write
+from variational.errors import DataError
 
 __all__ = ["IdxError", "read_idx", "write_idx", "read_images", "read_labels", "read_pair"]
 
@@ -39,7 +40,7 @@ _CODES = {
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class IdxError(ValueError):
+class IdxError(DataError):
     """An IDX file that is missing, truncated or malformed; the message names the file and the defect."""
 
 

@@ -99,14 +99,14 @@ def load_model(path: str | Path):
 
 def _file_error(path: Path, error: Exception) -> Exception:
     """`path:line: Type: message` for an error raised while running the model file (its last line in the traceback)."""
-    from variational.cli import UserError
+    from variational.errors import ModelError
 
     if isinstance(error, SyntaxError):
         line, message = error.lineno, error.msg
     else:
         here = [f.lineno for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).resolve() == path.resolve()]
         line, message = (here[-1] if here else "?"), (str(error).splitlines() or [""])[0]
-    return UserError(f"{path}:{line}: {type(error).__name__}: {message}")
+    return ModelError(f"{path}:{line}: {type(error).__name__}: {message}")
 
 
 def run_fit(args: argparse.Namespace) -> int:

@@ -46,13 +46,11 @@ from torch import Tensor
 from torch.distributions import Transform, biject_to, constraints
 from torch.distributions.constraints import Constraint
 
+from variational.errors import ModelError
+
 __all__ = ["Model", "ModelError", "ParamInfo"]
 
 Params = dict[str, Tensor]
-
-
-class ModelError(ValueError):
-    """A model whose spec or log density cannot be used; the message names the parameter."""
 
 
 @dataclass(frozen=True)
