@@ -27,20 +27,15 @@ from tqdm.auto import tqdm
 
 from variational import data as datasets
 from variational.checkpoint import save_json
-from variational.memory import keep_freed_memory
 from variational.vae import distributed, persist
-from variational.vae.adam_step import adam_step, flush_subnormal_moments
 from variational.vae.config import VAEConfig
 from variational.vae.evaluation import mean_elbo
+from variational.vae.fastpath import training_step
 from variational.vae.model import VAE
 
 CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "model.safetensors"
 METRICS = "metrics.jsonl"
-# Steps between flushes of Adam's subnormal moments (vae/adam_step.py), counted over the whole run so
-# that a resumed run flushes where the uninterrupted one does. For the reference model a flush takes
-# 0.1 ms, and after one about 200 new subnormals build up in 64 steps (140,000 without any).
-_FLUSH_EVERY = 64
 
 
 class TrainingDiverged(RuntimeError):
@@ -131,7 +126,7 @@ def train(config: VAEConfig, out: str | Path | None = None, resume: bool = False
     `on_step(epoch, step, loss)` is called after every optimiser step.
     In a process group of several ranks (`distributed.setup`) training is data-parallel; the batch
     size stays the global one, and rank 0 alone writes into `out` and logs.
-    On CPU it makes glibc keep freed memory for reuse, process-wide (`variational.memory`).
+    On CPU it makes glibc keep freed memory for reuse, process-wide (`variational.vae.fastpath`).
 
     >>> run = train(VAEConfig(epochs=1), "runs/doc", progress=False)  # doctest: +SKIP
     """
@@ -140,8 +135,6 @@ def train(config: VAEConfig, out: str | Path | None = None, resume: bool = False
     main = group is None or group.is_main
     log = (log or (lambda msg: tqdm.write(msg))) if main else (lambda msg: None)
     config = _resolve_config(config, out, resume)
-    if torch.device(config.device).type == "cpu":
-        keep_freed_memory()  # each step's tensors reuse the last step's pages (variational/memory.py)
     torch.manual_seed(config.seed)  # weight initialisation; all later randomness uses `g`
     data = prepare_data(config)
     model = VAE(config, tuple(data.x_train.shape[1:])).to(config.device)
@@ -209,6 +202,7 @@ def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data:
         loop.started = time.perf_counter()
     beta = config.beta_at(epoch)
     n_batches = math.ceil(n / bs)
+    fast_step = training_step(model, opt, steps_done=epoch * n_batches + loop.step)  # vae/fastpath
     model.train()
     bar = tqdm(total=n_batches, initial=loop.step, desc=f"epoch {epoch + 1}/{config.epochs}",
                unit="batch", disable=not progress, leave=False, dynamic_ncols=True)
@@ -221,15 +215,13 @@ def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data:
             # all ranks agree on the loss and on whether a signal asks them to stop.
             value, stopping = distributed.train_step(ddp, opt, x, g, beta, group, stop.signum is not None)
         else:
-            value = model.loss_and_gradients(x, beta=beta, generator=g)
+            value = fast_step.gradients(x, beta=beta, generator=g)
         if not math.isfinite(value):
             bar.close()
             raise TrainingDiverged(
                 f"loss is {value} at epoch {epoch + 1}, step {step + 1}; the last good checkpoint "
                 f"({out / CHECKPOINT}, if any) is kept. Try a smaller --lr, or check the data for NaNs.")
-        adam_step(opt)
-        if (epoch * n_batches + step + 1) % _FLUSH_EVERY == 0:
-            flush_subnormal_moments(opt)
+        fast_step.update()
         loop.step, loop.loss_sum, loop.seen = step + 1, loop.loss_sum + value * len(x), loop.seen + len(x)
         bar.update(1)
         bar.set_postfix_str(f"loss={loop.loss_sum / loop.seen:.2f}", refresh=False)
