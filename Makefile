@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # pull a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: demo test clean venv
+.PHONY: demo test clean venv mutate
 
 venv: $(STAMP)
 
@@ -24,6 +24,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Mutation testing of the modules that hold formulas ([tool.mutmut] in pyproject.toml; not in CI).
+# Writes mutants/ (ignored by git); `make mutate MUTANTS='variational.core.objectives.*'` runs one
+# module's mutants. Scores and the surviving mutants' verdicts: docs/contributing-mutation.md.
+mutate: $(STAMP)
+	$(PY) -m pip install -q 'mutmut>=3.8'  # source_paths and only_mutate: 3.8's names
+	$(VENV)/bin/mutmut run --max-children 2 $(MUTANTS)
+	$(VENV)/bin/mutmut results
 
 clean:
 	rm -rf runs .pytest_cache
