@@ -12,7 +12,7 @@ UV_COMPILE := $(VENV)/bin/uv pip compile pyproject.toml requirements/build.in --
 	--python-version 3.11 --python-platform x86_64-manylinux_2_28 $(FIND) \
 	--constraints requirements/torch-cpu.txt --quiet
 
-.PHONY: demo test lint format docs lock test-latest bench-env clean venv
+.PHONY: demo test lint format docs lock test-latest bench-env mutate clean venv
 
 venv: $(STAMP)
 
@@ -44,7 +44,7 @@ docs: $(STAMP)
 # Refresh the locks from the ranges in pyproject.toml (needs the package index).
 lock: $(STAMP)
 	$(PY) -m pip install -q uv
-	$(UV_COMPILE) --extra test --extra docs --extra lint -o requirements/dev.lock
+	$(UV_COMPILE) --extra test --extra docs --extra lint --extra mutate -o requirements/dev.lock
 	$(UV_COMPILE) --extra bench --constraints requirements/dev.lock -o requirements/bench.lock
 
 # Drift found on purpose: a throwaway venv with today's releases inside pyproject's ranges.
@@ -59,6 +59,13 @@ test-latest:
 # The comparison benchmarks' packages (NumPyro, JAX, Pyro, diffusers), locked, into .venv.
 bench-env: $(STAMP)
 	$(PIP) --require-hashes --no-deps -r requirements/bench.lock
+
+# Mutation testing of the modules that hold formulas ([tool.mutmut] in pyproject.toml; not in CI).
+# Writes mutants/ (ignored by git); `make mutate MUTANTS='variational.core.objectives.*'` runs one
+# module's mutants. Scores and the surviving mutants' verdicts: docs/contributing-mutation.md.
+mutate: $(STAMP)
+	$(VENV)/bin/mutmut run --max-children 2 $(MUTANTS)
+	$(VENV)/bin/mutmut results
 
 clean:
 	rm -rf runs site .pytest_cache

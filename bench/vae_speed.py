@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from variational import data as datasets
 from variational import vae
-from variational.memory import keep_freed_memory
+from variational.vae.fastpath.memory import keep_freed_memory
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from variational.vae import adam_step as fast
+from variational.vae import fastpath
+from variational.vae.fastpath import adam as fast
 
 
 def _params(seed: int = 0, device: str = "cpu") -> list[torch.nn.Parameter]:
@@ -119,10 +120,8 @@ def test_flush_zeroes_the_subnormal_moments_and_nothing_else():
 
 def test_the_trainer_flushes_every_64_steps_of_the_run(tmp_path, monkeypatch):
     from variational import vae
-    from variational.vae import trainer
-
     steps, flushed_after = [], []  # flushed_after: how many steps had been taken at each flush
-    monkeypatch.setattr(trainer, "flush_subnormal_moments",
+    monkeypatch.setattr(fastpath, "flush_subnormal_moments",
                         lambda opt: flushed_after.append(len(steps) + 1) if isinstance(opt, torch.optim.Adam) else None)
     cfg = vae.VAEConfig(hidden=[16], latent_dim=2, epochs=2, batch_size=8, seed=0)
     vae.train(cfg, tmp_path / "run", progress=False, log=lambda m: None, on_step=lambda e, s, v: steps.append(s))

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch.distributions import MultivariateNormal
+from torch.distributions import MultivariateNormal, kl_divergence
 
 from variational.vae import VAE, VAEConfig
 
@@ -91,19 +91,92 @@ def linear_vae():
     return vae, x.view(-1, 2, 4)
 
 
+def _exact_posterior(vae: VAE, x: torch.Tensor) -> MultivariateNormal:
+    """p(z | x) of the linear-Gaussian model: N(S W^T D^-1 (x - b), S) with S = (I + W^T D^-1 W)^-1
+    (Bishop 2006, eqs. 2.116-2.117), in float64."""
+    layer = vae.decoder.net[0]
+    w, b = layer.weight.double(), layer.bias.double()
+    d_inv = (-2 * vae.likelihood.log_sigma.double()).exp()
+    cov = torch.linalg.inv(torch.eye(w.shape[1], dtype=torch.float64) + w.T @ (d_inv[:, None] * w))
+    mean = (x.flatten(1).double() - b) @ (d_inv[:, None] * w) @ cov  # cov is symmetric
+    return MultivariateNormal(mean, cov)
+
+
+def _encoder_q(vae: VAE, x: torch.Tensor) -> MultivariateNormal:
+    mu, logvar = vae.encoder(x)
+    return MultivariateNormal(mu.double(), torch.diag_embed(logvar.double().exp()))
+
+
+def _poor_q(vae: VAE, shift: float = 0.5, log_var: float = 2.0) -> VAE:
+    """The linear VAE with q's mean moved by `shift` and its log-variance by `log_var`
+    (by default over-dispersed: sd e times too wide)."""
+    vae = copy.deepcopy(vae)
+    with torch.no_grad():
+        vae.encoder.head.bias[2:] += log_var
+        vae.encoder.head.bias[:2] += shift
+    return vae
+
+
+def test_one_sample_iw_estimate_misses_log_px_by_the_kl_to_the_exact_posterior(linear_vae):
+    """log p(x) - E[IW_1] = KL(q(z|x) || p(z|x)): the identity behind the ELBO, with every term in closed form."""
+    vae, x = linear_vae
+    # q too narrow (sd / 1.65) and shifted: KL ~18 nats, and log weights spread little enough that
+    # 6000 draws pin their mean down to ~0.05 nats (an over-dispersed q's spread ~4x wider)
+    vae, x = _poor_q(vae, shift=0.5, log_var=-1.0), x[:300].repeat(20, 1, 1)  # 20 independent draws per image
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        gap = _exact_log_px(vae, x) - vae.log_likelihood(x, 1, generator=g).double()
+        kl = kl_divergence(_encoder_q(vae, x), _exact_posterior(vae, x))
+    # Each draw's gap has mean KL_i; the mean over 6000 draws errs by its standard error (sd / sqrt(n)).
+    se = ((gap - kl).std() / math.sqrt(len(gap))).item()
+    assert kl.mean().item() > 10  # a poor q: a wide gap, so a relative slip would show too
+    assert se < 0.1  # so that 4 se tells a bias of log 2 (an estimator off by one sample) apart
+    assert abs(gap.mean().item() - kl.mean().item()) < 4 * se, (gap.mean().item(), kl.mean().item(), se)
+
+
+def test_k_sample_estimate_is_the_log_mean_exp_of_its_importance_weights(linear_vae):
+    """log (1/K) sum_k p(x, z_k) / q(z_k | x) formed directly in float64 from the same draws."""
+    vae, x = linear_vae
+    x = x[:5]
+    k, latent = 7, vae.latent_dim
+    with torch.no_grad():
+        estimate = vae.log_likelihood(x, k, chunk=3, generator=torch.Generator().manual_seed(5))
+        g = torch.Generator().manual_seed(5)  # the chunks' draws: 3, 3 and 1 sample(s) of the noise
+        eps = torch.cat([torch.randn((n, len(x), latent), generator=g) for n in (3, 3, 1)]).double()
+        mu, logvar = (t.double() for t in vae.encoder(x))
+        z = mu + (0.5 * logvar).exp() * eps
+        layer = vae.decoder.net[0]
+        mean = z @ layer.weight.double().T + layer.bias.double()
+        sd = vae.likelihood.log_sigma.double().exp()
+        log_lik = (-0.5 * ((x.flatten(1).double() - mean) / sd) ** 2 - sd.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_prior = (-0.5 * z**2 - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_q = (-0.5 * eps**2 - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_w = log_lik + log_prior - log_q
+        top = log_w.max(0).values
+        direct = top + torch.log(torch.exp(log_w - top).sum(0) / k)
+    # float32 log densities of 8 pixels and 2 latents (~10 nats, eps 6e-8): rounding ~1e-5; an
+    # estimator dividing by K + 1 would miss by log(8/7) = 0.13.
+    torch.testing.assert_close(estimate.double(), direct, rtol=0, atol=1e-4)
+
+
 def test_iw_estimate_converges_to_exact_log_px(linear_vae, device):
     vae, x = linear_vae
-    vae, x = copy.deepcopy(vae).to(device), x[:300].to(device)
-    with torch.no_grad():  # a poor, over-dispersed q: sd e times too wide, mean shifted by 0.5
-        vae.encoder.head.bias[2:] += 2.0
-        vae.encoder.head.bias[:2] += 0.5
-    exact = _exact_log_px(vae, x).mean().item()
+    vae, x = _poor_q(vae).to(device), x[:300].to(device)
+    exact = _exact_log_px(vae, x)
     g = torch.Generator(device).manual_seed(1)
     with torch.no_grad():
-        gaps = [exact - vae.log_likelihood(x, k, generator=g).mean().item() for k in (1, 10, 100, 5000)]
+        per_image = {k: exact - vae.log_likelihood(x, k, generator=g).double() for k in (1, 10, 100, 5000)}
+        kl = kl_divergence(_encoder_q(vae, x), _exact_posterior(vae, x)).mean().item()
+    gaps = [v.mean().item() for v in per_image.values()]
+    # K = 1: the gap is the mean KL(q || p(z|x)) (~22 nats), up to the Monte Carlo error of 300 draws.
+    se = (per_image[1].std() / math.sqrt(len(x))).item()
+    assert abs(gaps[0] - kl) < 4 * se, (gaps, kl, se)
     # Measured gaps ~ 22.5, 4.2, 0.39, 2e-4 nats: each bound sits below log p(x) and closes in as K
-    # grows; at K = 5000 the estimate must agree with the closed form to 0.02 nats per point.
-    assert gaps[0] > 10 and all(a > b for a, b in zip(gaps, gaps[1:])), gaps
+    # grows (Burda et al. 2016, thm 1); the MC error of each mean is under a tenth of the next gap.
+    assert all(a > b for a, b in zip(gaps, gaps[1:])), gaps
+    # K = 5000: the bias (var of the weights / 2K, ~1e-4 here) and the spread of 300 images' estimates
+    # are far below 0.02 nats per point; a log-mean off by one sample would be off by 2e-4 only, which
+    # test_k_sample_estimate_is_the_log_mean_exp_of_its_importance_weights catches instead.
     assert abs(gaps[-1]) < 0.02, gaps
 
 

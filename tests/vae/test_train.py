@@ -10,6 +10,7 @@ import torch
 
 from variational import vae
 from variational.io import load_tensors
+from variational.vae import fastpath
 from variational.vae.trainer import prepare_data
 
 SMALL = dict(hidden=[64], latent_dim=4, epochs=3, batch_size=128, seed=0)
@@ -78,7 +79,7 @@ def test_sigterm_mid_epoch_checkpoints_and_resume_is_exact(tmp_path, device):
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path, device, monkeypatch):
     cfg = vae.VAEConfig(**SMALL, device=device)
     poisoned = {"on": False}
-    step = vae.VAE.loss_and_gradients
+    step = fastpath.TrainingStep.gradients
 
     def nan_step(self, x, **kw):  # from epoch 2, step 4 on, the loss is NaN
         loss = step(self, x, **kw)
@@ -87,10 +88,10 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_p
     def switch(epoch, step, loss):
         poisoned["on"] = poisoned["on"] or (epoch, step) == (1, 2)
 
-    monkeypatch.setattr(vae.VAE, "loss_and_gradients", nan_step)
+    monkeypatch.setattr(fastpath.TrainingStep, "gradients", nan_step)
     with pytest.raises(vae.TrainingDiverged, match=r"epoch 2, step 4"):
         vae.train(cfg, tmp_path / "run", progress=False, on_step=switch, log=lambda m: None)
-    monkeypatch.setattr(vae.VAE, "loss_and_gradients", step)
+    monkeypatch.setattr(fastpath.TrainingStep, "gradients", step)
     saved = load_tensors(tmp_path / "run" / "checkpoint.safetensors")
     epoch_one = vae.train(vae.VAEConfig(**{**SMALL, "epochs": 1}, device=device), tmp_path / "ref", progress=False,
                           log=lambda m: None)

@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
-from variational.memory import keep_freed_memory
 from variational.vae import distributed
 from variational.vae.distributed import Group
+from variational.vae.fastpath.memory import keep_freed_memory
 from variational.vae.model import VAE
 
 
@@ -93,10 +93,10 @@ def evaluate(model: VAE, x: torch.Tensor, iw_samples: int = 0, seed: int = 0, pr
 
     In a process group of several ranks (see `variational.vae.distributed`) every rank calls this
     with the same `x` and seed; the images are sharded and every rank gets the same result.
-    On CPU it makes glibc keep freed memory for reuse, process-wide (`variational.memory`).
+    On CPU it makes glibc keep freed memory for reuse, process-wide (`variational.vae.fastpath.memory`).
     """
     if x.device.type == "cpu":
-        keep_freed_memory()  # the K-sample passes reuse one pass's pages (variational/memory.py)
+        keep_freed_memory()  # the K-sample passes reuse one pass's pages (vae/fastpath/memory.py)
     was_training = model.training
     model.eval()
     group = distributed.current()

@@ -13,7 +13,6 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
 from variational.core import iw_bound, kl_standard_normal
-from variational.vae import fused
 from variational.vae.config import VAEConfig
 from variational.vae.likelihoods import build_likelihood
 from variational.vae.nets import build_nets
@@ -55,16 +54,12 @@ class VAE(nn.Module):
     def elbo(self, x: Tensor, beta: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
         """Per-image ELBO: log p(x|z) at one reparameterised draw z = mu + sigma * eps, minus beta * KL.
 
-        For an MLP with a Bernoulli decoder this is one hand-differentiated autograd node
-        (vae/fused.py), which cannot be differentiated twice; the noise is drawn as in the generic
-        path, so the random stream is the same either way.
+        An ordinary autograd function of the images and parameters, differentiable as often as the
+        modules are (a gradient of a gradient works). Training may take a hand-differentiated step
+        for the same loss instead (`variational.vae.fastpath`), drawing the same noise.
         """
-        layers = self._fused_layers(x)
-        if layers is not None:
-            eps = _standard_normal((x.shape[0], self.latent_dim), generator, layers.encoder[-1].weight)
-            return fused.mlp_bernoulli_elbo(layers, x.flatten(1), eps, beta)
         mu, logvar = self.encoder(x)
-        eps = _standard_normal(mu.shape, generator, mu)
+        eps = standard_normal(mu.shape, generator, mu)
         z = mu + (0.5 * logvar).exp() * eps
         log_lik = self.decode(z).log_prob(x.flatten(1))
         return log_lik - beta * kl_standard_normal(mu, logvar)
@@ -74,23 +69,6 @@ class VAE(nn.Module):
         if self.config.iw_k > 1:
             return self.iw_elbo(x, self.config.iw_k, generator=generator)
         return self.elbo(x, beta=beta, generator=generator)
-
-    def loss_and_gradients(self, x: Tensor, beta: float = 1.0, generator: torch.Generator | None = None) -> float:
-        """One training step's loss, -mean(objective) over the batch, with its gradient in each parameter's `.grad`.
-
-        The gradient replaces what `.grad` held. MLPs with a Bernoulli decoder trained on the ELBO
-        skip autograd (vae/fused.py), drawing the same noise; every other model backpropagates.
-        """
-        if x.shape[0] == 0:
-            raise ValueError("loss_and_gradients needs a batch of at least one image (the loss is a mean over it)")
-        layers = self._fused_layers(x) if self.config.iw_k == 1 else None
-        if layers is not None:
-            eps = _standard_normal((x.shape[0], self.latent_dim), generator, layers.encoder[-1].weight)
-            return fused.loss_and_gradients(layers, x.flatten(1), eps, beta)
-        loss = -self.objective(x, beta=beta, generator=generator).mean()
-        self.zero_grad(set_to_none=True)
-        loss.backward()
-        return loss.item()
 
     def iw_elbo(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
         """Per-image importance-weighted bound with `k` samples (the IWAE objective)."""
@@ -118,7 +96,7 @@ class VAE(nn.Module):
         """(log p(x, z_k), log q(z_k | x)) for k draws z_k ~ q(z|x); each (k, batch)."""
         mu, logvar = self.encoder(x)
         std = (0.5 * logvar).exp()
-        eps = _standard_normal((k, *mu.shape), generator, mu)
+        eps = standard_normal((k, *mu.shape), generator, mu)
         z = mu + std * eps
         log_q = Normal(mu, std, validate_args=False).log_prob(z).sum(-1)
         log_p = self.prior.log_prob(z) + self.decode(z).log_prob(x.flatten(1))
@@ -138,24 +116,12 @@ class VAE(nn.Module):
         """Decoder mean at the encoder mean: the usual picture of a reconstruction."""
         return self.decode(self.encode(x).mean).mean.view(-1, *self.image_shape)
 
-    def _fused_layers(self, x: Tensor) -> fused.MLPLayers | None:
-        """The layers for vae/fused.py where it computes exactly what the modules would, else None.
-
-        Checked at each call, so a swapped decoder, a hook, a parametrisation (weight norm, pruning),
-        a subclass's own objective, autocast or an input that needs a gradient all take autograd.
-        """
-        if x.requires_grad or torch.is_autocast_enabled(x.device.type):
-            return None
-        if any(getattr(type(self), name) is not getattr(VAE, name) for name in ("elbo", "objective", "decode")):
-            return None
-        return fused.layers_of(self.encoder, self.decoder, self.likelihood)
-
     @property
     def _device(self) -> torch.device:
         return next(self.parameters()).device
 
 
-def _standard_normal(shape: tuple[int, ...], generator, like: Tensor) -> Tensor:
+def standard_normal(shape: tuple[int, ...], generator, like: Tensor) -> Tensor:
     """N(0, 1) noise shaped (..., batch, latent). `generator` is a torch.Generator (or None), or a
     rank's share of a global batch (`variational.vae.distributed.ShareNoise`), which draws its rows
     of the noise one process would draw for the whole batch."""

@@ -24,7 +24,6 @@ import torch
 from variational import data as datasets
 from variational.errors import CheckpointError, ConfigError, VariationalError
 from variational.io import save_json
-from variational.memory import keep_freed_memory
 from variational.training import progress as bars
 from variational.training.capacity import require_memory
 from variational.training.checkpoint import Checkpoint
@@ -33,18 +32,14 @@ from variational.training.metrics import METRICS
 from variational.training.rundir import CHECKPOINT, RunDirectory
 from variational.training.signals import StopOnSignal, TrainingInterrupted
 from variational.vae import distributed, persist
-from variational.vae.adam_step import adam_step, flush_subnormal_moments
 from variational.vae.config import VAEConfig
 from variational.vae.evaluation import mean_elbo
+from variational.vae.fastpath import training_step
 from variational.vae.model import VAE
 
 WEIGHTS = "model.safetensors"
 # What pictures.save_all draws; a resume of a finished run redraws them if one is missing.
 PICTURES = ("samples.png", "reconstructions.png", "latent.png", "interpolation.png", "curves.png")
-# Steps between flushes of Adam's subnormal moments (vae/adam_step.py), counted over the whole run so
-# that a resumed run flushes where the uninterrupted one does. For the reference model a flush takes
-# 0.1 ms, and after one about 200 new subnormals build up in 64 steps (140,000 without any).
-_FLUSH_EVERY = 64
 
 
 __all__ = ["CHECKPOINT", "METRICS", "PICTURES", "WEIGHTS", "Run", "TrainData", "TrainingDiverged",
@@ -110,7 +105,7 @@ def train(config: VAEConfig, out: str | Path | None = None, resume: bool = False
     raises RunLockedError (`variational.training.lock`).
     In a process group of several ranks (`distributed.setup`) training is data-parallel; the batch
     size stays the global one, and rank 0 alone writes into `out` and logs.
-    On CPU it makes glibc keep freed memory for reuse, process-wide (`variational.memory`).
+    On CPU it makes glibc keep freed memory for reuse, process-wide (`variational.vae.fastpath`).
 
     >>> run = train(VAEConfig(epochs=1), "runs/doc", progress=False)  # doctest: +SKIP
     """
@@ -133,8 +128,6 @@ def _train(config: VAEConfig, run_dir: RunDirectory, resume: bool, progress: boo
            on_step: Callable[[int, int, float], None] | None, log: Callable[[str], None],
            group: distributed.Group | None) -> Run:
     out, main = run_dir.path, group is None or group.is_main
-    if torch.device(config.device).type == "cpu":
-        keep_freed_memory()  # each step's tensors reuse the last step's pages (variational/memory.py)
     data = prepare_data(config)
     model = _build_model(config, tuple(data.x_train.shape[1:]))
     opt = _adam(model, config)
@@ -226,6 +219,7 @@ def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data:
         loop.started = time.perf_counter()
     beta = config.beta_at(epoch)
     n_batches = math.ceil(n / bs)
+    fast_step = training_step(model, opt, steps_done=epoch * n_batches + loop.step)  # vae/fastpath
     model.train()
     bar = bars.EpochBar(epoch, config.epochs, n_batches, done=loop.step, enabled=progress)
     for step in range(loop.step, n_batches):
@@ -237,13 +231,11 @@ def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data:
             # all ranks agree on the loss and on whether a signal asks them to stop.
             value, stopping = distributed.train_step(ddp, opt, x, g, beta, group, stop.signum is not None)
         else:
-            value = model.loss_and_gradients(x, beta=beta, generator=g)
+            value = fast_step.gradients(x, beta=beta, generator=g)
         if not math.isfinite(value):
             bar.close()
             check_loss(value, epoch, step, out / CHECKPOINT)
-        adam_step(opt)
-        if (epoch * n_batches + step + 1) % _FLUSH_EVERY == 0:
-            flush_subnormal_moments(opt)
+        fast_step.update()
         loop.step, loop.loss_sum, loop.seen = step + 1, loop.loss_sum + value * len(x), loop.seen + len(x)
         bar.step(loop.loss_sum / loop.seen)
         if on_step is not None:

@@ -2,8 +2,8 @@
 
 glibc gives a freed block of a few hundred KiB or more back to the kernel (munmap, or a trim of the
 heap's top), so the next training step's tensors of the same sizes arrive as fresh pages, each
-zeroed in a page fault: hundreds of faults a step for the reference VAE (tests/test_memory.py), and
-5-15% of its step time on a 2-core machine. PyTorch's CPU tuning guide answers this with another
+zeroed in a page fault: hundreds of faults a step for the reference VAE
+(tests/vae/test_fastpath_memory.py; docs/design/cpu-fast-path.md for what they cost). PyTorch's CPU tuning guide answers this with another
 allocator (jemalloc, tcmalloc) loaded before start; raising glibc's two thresholds has the same
 effect from inside the process.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3

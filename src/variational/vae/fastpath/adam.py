@@ -1,9 +1,8 @@
 """`opt.step()` for a fused `torch.optim.Adam`, without the optimiser's per-step Python.
 
-`Adam.step` wraps its fused kernel in bookkeeping that costs more than the kernel's own launch:
-grad-mode and profiler contexts, hook dispatch, lazy state checks and a regrouping of the tensors
-by device and dtype. In the reference VAE's training loop that came to 0.15 ms of a 3.9 ms step
-(bench/vae_speed.py, interleaved blocks on 2 cores). Where the optimiser is in the plain state that
+`Adam.step` wraps its fused kernel in bookkeeping that costs more than the kernel's own launch for
+a small model: grad-mode and profiler contexts, hook dispatch, lazy state checks and a regrouping of
+the tensors by device and dtype (docs/design/cpu-fast-path.md). Where the optimiser is in the plain state that
 the trainer makes (fused, no AMSGrad, no hooks, float learning rate, one device and dtype per
 group, state already created, `step` not wrapped by a learning-rate scheduler), `adam_step` calls
 the same kernel with the same arguments that `Adam.step` would, so parameters and state come out
@@ -27,7 +26,7 @@ def adam_step(opt: torch.optim.Optimizer) -> None:
     if calls is None:
         opt.step()
         return
-    # Inference mode: the in-place updates of ordinary tensors skip autograd's checks (5-9 us a step).
+    # Inference mode: the in-place updates of ordinary tensors skip autograd's checks (a measurable share of a small step).
     with torch.inference_mode():
         for params, grads, exp_avgs, exp_avg_sqs, steps, group in calls:
             beta1, beta2 = group["betas"]
@@ -74,9 +73,8 @@ def flush_subnormal_moments(opt: torch.optim.Optimizer) -> None:
     A weight whose gradient stays exactly zero (the first layer's weights for a pixel that is
     blank in every image seen lately) has its first moment multiplied by beta1 every step, so it
     sinks through the subnormal floats (below 1.2e-38 in float32) on its way to zero; x86 CPUs
-    take a slow path for each. After three epochs of the reference model on Fashion-MNIST 140,000
-    of its 652,824 first moments were subnormal and the fused Adam kernel took 253 us instead of
-    170 us. Zeroing them is what flush-to-zero arithmetic (the mode TensorFlow runs its CPU threads
+    take a slow path for each (docs/design/cpu-fast-path.md has the counts and times). Zeroing them
+    is what flush-to-zero arithmetic (the mode TensorFlow runs its CPU threads
     in) does. A flushed first moment would have moved its parameter by less than lr * 1.2e-38 / eps
     a step (1.2e-33 for the reference model), and by less than ten times that over all later steps
     (beta1 = 0.9). NaNs stay NaNs. CPU tensors only; one pass over each moment.

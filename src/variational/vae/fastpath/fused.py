@@ -1,27 +1,20 @@
-"""The ELBO of an MLP VAE with a Bernoulli decoder and its gradient, written out by hand.
+"""The training loss of an MLP VAE with a Bernoulli decoder and its gradient, written out by hand.
 
 This is the texts' reference model (784-400-20, ReLU, sigmoid/BCE output) and every other MLP with
 a Bernoulli decoder. Autograd records about thirty nodes for its per-image ELBO at one draw
 z = mu + sigma * eps; here the forward keeps the activations it needs (ReLUs applied in place), and
 the backward forms the decoder's error signal x - sigmoid(logits) from the forward's sigmoid and
-runs the layers' products in reverse. Same function, same gradients: tests/vae/test_fused.py checks them against
-finite differences in float64 and against autograd through the generic modules. Two entry points:
-
-- `mlp_bernoulli_elbo`: one autograd node (what `VAE.elbo` uses), so DistributedDataParallel's
-  gradient hooks and any loss built on it work as usual (all the layers' gradients arrive at the
-  end of the node's backward, so DDP's all-reduce no longer overlaps it; the node cannot be
-  differentiated twice);
-- `loss_and_gradients`: the single-process training step, which writes the gradient straight
-  into the parameters' `.grad` buffers, kept from step to step. With `variational.memory`, a step
-  of the reference model on 2 CPU cores, Adam included, takes 3.5-3.6 ms against 5.3 ms through
-  autograd with glibc's defaults (README).
+runs the layers' products in reverse, writing the gradient straight into the parameters' `.grad`
+buffers, kept from step to step. Same function, same gradients as autograd through the generic
+modules: tests/vae/test_fused.py checks them in float64 and in float32. There is no autograd node
+here: `VAE.elbo` stays autograd's (differentiable twice), and only the trainer's step comes here,
+through `variational.vae.fastpath.training_step`. docs/design/cpu-fast-path.md says what it saves.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 from torch.nn.modules import module as module_hooks
 
@@ -44,8 +37,7 @@ def layers_of(encoder: nn.Module, decoder: nn.Module, likelihood: nn.Module) -> 
     """The linear layers when the three modules are exactly our MLP encoder, MLP decoder and
     Bernoulli likelihood, unhooked and unparametrised, in float32 or float64; else None.
 
-    Checked on every call (about 17 us): exact types, so a parametrised
-    layer (weight norm, pruning: torch swaps in a subclass) or any module of the user's fails them,
+    Checked on every step: exact types, so a parametrised layer (weight norm, pruning: torch swaps in a subclass) or any module of the user's fails them,
     and each net's layers must still be Linear, ReLU, Linear, ..., Linear, so a ReLU swapped for an
     Identity fails too.
     """
@@ -101,18 +93,6 @@ def _linear_chain(net: nn.Module) -> list[nn.Linear] | None:
     return linears
 
 
-def mlp_bernoulli_elbo(layers: MLPLayers, x: Tensor, eps: Tensor, beta: float = 1.0) -> Tensor:
-    """Per-image log p(x | z) - beta * KL(q(z|x) || N(0, I)) at z = mu + sigma * eps, differentiable.
-
-    `x` is (batch, pixels) and needs no gradient; `eps` is (batch, latent) standard normal noise;
-    float32 or float64 (`layers_of` checks it for `VAE`).
-    """
-    if x.requires_grad:
-        raise ValueError("mlp_bernoulli_elbo gives no gradient for the images; "
-                         "use VAE.elbo, which backpropagates to them")
-    return _ELBO.apply(x, eps, float(beta), len(layers.encoder), *layers.tensors())
-
-
 def loss_and_gradients(layers: MLPLayers, x: Tensor, eps: Tensor, beta: float = 1.0) -> float:
     """The training loss -mean(ELBO) over the batch; its gradient is written into each parameter's `.grad`.
 
@@ -130,16 +110,18 @@ def loss_and_gradients(layers: MLPLayers, x: Tensor, eps: Tensor, beta: float = 
         elif p.grad is None or p.grad.shape != p.shape or p.grad.dtype != p.dtype or p.grad.is_inference():
             p.grad = torch.empty_like(p)  # an ordinary tensor (made outside inference mode), as autograd's are
         grads.append(p.grad)
-    # Inference mode, not just no_grad: its tensors skip view and version tracking, which took
-    # about 50 of the 330 us a step of a tiny MLP spent outside arithmetic. Only the step's own
-    # temporaries are inference tensors; the .grad buffers are written in place.
+    # Inference mode, not just no_grad: its tensors skip view and version tracking, a visible share
+    # of a small model's step (docs/design/cpu-fast-path.md). Only the step's own temporaries are
+    # inference tensors; the .grad buffers are written in place.
     with torch.inference_mode():
         n_encoder = len(layers.encoder)
         saved = _network(x, eps, n_encoder, params)
         probs, mu, logvar, _, sm1, logits, _ = saved
-        # The batch's sums of the terms of _per_image_elbo; x l as one dot product, which writes nothing.
+        # log Bernoulli(x | sigmoid(l)) = x l - softplus(l) = x l - relu(l) + log sigmoid(|l|), where
+        # sigmoid(|l|) = max(p, 1 - p) lies in [1/2, 1]: no softplus pass (PyTorch's is not vectorised).
+        # The batch's sums of those terms and of the KL's; x l as one dot product, which writes nothing.
         terms = torch.stack([torch.dot(x.reshape(-1), logits.view(-1)), logits.clamp_min(0).sum(),
-                             _log_sigmoid_abs_sum(probs, total=True), _twice_kl_terms(mu, logvar, sm1).sum()])
+                             _log_sigmoid_abs_sum(probs), _twice_kl_terms(mu, logvar, sm1).sum()])
         _backward(saved, params[0::2], n_encoder, beta, grads, scale=-1.0 / x.shape[0])
     x_logits, relu_logits, log_max, kl2 = terms.tolist()
     elbo = x_logits - relu_logits + log_max - 0.5 * beta * kl2
@@ -170,17 +152,9 @@ def _network(x: Tensor, eps: Tensor, n_encoder: int, params: list[Tensor] | tupl
     return torch.sigmoid(logits), mu, logvar, noise, torch.expm1(logvar), logits, inputs
 
 
-def _per_image_elbo(x: Tensor, beta: float, saved) -> Tensor:
-    probs, mu, logvar, _, sm1, logits, _ = saved
-    # log Bernoulli(x | sigmoid(l)) = x l - softplus(l) = x l - relu(l) + log sigmoid(|l|), where
-    # sigmoid(|l|) = max(p, 1 - p) lies in [1/2, 1]: no softplus pass (PyTorch's is not vectorised).
-    log_lik = torch.mul(x, logits).sub_(logits.clamp_min(0)).sum(1) + _log_sigmoid_abs_sum(probs)
-    return log_lik.sub_(_twice_kl_terms(mu, logvar, sm1).sum(1), alpha=0.5 * beta)
-
-
-def _log_sigmoid_abs_sum(probs: Tensor, total: bool = False) -> Tensor:
-    """sum of log sigmoid(|l|) = log max(p, 1 - p) per row (over all of `probs` with `total`)."""
-    return _sum_of_logs(torch.maximum(probs, torch.rsub(probs, 1)), total)
+def _log_sigmoid_abs_sum(probs: Tensor) -> Tensor:
+    """The sum over all of `probs` of log sigmoid(|l|) = log max(p, 1 - p)."""
+    return _sum_of_logs(torch.maximum(probs, torch.rsub(probs, 1)), total=True)
 
 
 def _twice_kl_terms(mu: Tensor, logvar: Tensor, sm1: Tensor) -> Tensor:
@@ -204,67 +178,33 @@ def _sum_of_logs(a: Tensor, total: bool = False) -> Tensor:
     return logs.sum() if total else logs.sum(1)
 
 
-def _backward(saved, weights, n_encoder: int, beta: float, grads: list[Tensor | None], g: Tensor | None = None,
-              scale: float = 1.0, fresh: bool = False) -> list[Tensor | None]:
-    """Gradients of `scale` * sum_i g_i ELBO_i (g a column; None: all ones) with respect to each
-    layer's weight and bias.
-
-    Written into the tensors of `grads` (None: not wanted); with `fresh=True` each wanted one is a
-    new tensor instead, returned in the list.
-    """
+def _backward(saved, weights, n_encoder: int, beta: float, grads: list[Tensor | None], scale: float) -> None:
+    """`scale` times the gradient of the batch's summed ELBO with respect to each layer's weight and
+    bias, written into the tensors of `grads` (None: not wanted)."""
     probs, mu, _, noise, sm1, _, inputs = saved
     x, n_layers = inputs[0], len(weights)
+    ones = x.new_ones(x.shape[0])
 
     def through(i: int, delta: Tensor, relu_below: bool) -> Tensor | None:
         """Layer i's weight and bias gradients from its output gradient; returns its input's."""
         w, b, delta_t = 2 * i, 2 * i + 1, delta.t()
         if grads[w] is not None:
-            grads[w] = (torch.mm(delta_t, inputs[i]) if fresh
-                        else grads[w].addmm_(delta_t, inputs[i], beta=0, alpha=scale))
+            grads[w].addmm_(delta_t, inputs[i], beta=0, alpha=scale)
         if grads[b] is not None:  # a product with ones, not sum(): the scale costs no pass of its own
-            grads[b] = torch.sum(delta, 0) if fresh else grads[b].addmv_(delta_t, ones, beta=0, alpha=scale)
+            grads[b].addmv_(delta_t, ones, beta=0, alpha=scale)
         if i == 0:
             return None  # the images need no gradient
         below = torch.mm(delta, weights[i])
         # ReLU's gradient: zero where its output was (one pass, as autograd does it)
         return torch.ops.aten.threshold_backward(below, inputs[i], 0) if relu_below else below
 
-    ones = None if fresh else x.new_ones(x.shape[0])
     # d/dlogits of x l - softplus(l) is x - sigmoid(l)
     delta = torch.sub(x, probs)
-    if g is not None:
-        delta.mul_(g)
     for i in range(n_layers - 1, n_encoder - 1, -1):
         delta = through(i, delta, relu_below=i > n_encoder)
     # z = mu + std * eps with std = exp(logvar / 2); the ELBO's KL term is -beta/2 sum(mu^2 + std^2 - 1 - logvar)
-    if g is None:
-        d_mu = torch.sub(delta, mu, alpha=beta)
-        d_kl = torch.mul(sm1, -0.5 * beta)
-    else:
-        d_mu = torch.addcmul(delta, mu, g, value=-beta)
-        d_kl = torch.mul(sm1, g).mul_(-0.5 * beta)
+    d_mu = torch.sub(delta, mu, alpha=beta)
+    d_kl = torch.mul(sm1, -0.5 * beta)
     delta = torch.cat([d_mu, d_kl.addcmul_(delta, noise, value=0.5)], 1)  # d/dlogvar: std eps / 2 per dz
     for i in range(n_encoder - 1, -1, -1):
         delta = through(i, delta, relu_below=True)
-    return grads
-
-
-class _ELBO(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, eps: Tensor, beta: float, n_encoder: int, *params: Tensor) -> Tensor:
-        saved = _network(x, eps, n_encoder, params)
-        probs, mu, _, noise, sm1, _, inputs = saved
-        ctx.save_for_backward(probs, mu, noise, sm1, *inputs, *params[0::2])
-        ctx.beta, ctx.n_encoder = beta, n_encoder
-        return _per_image_elbo(x, beta, saved)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor):
-        probs, mu, noise, sm1, *rest = ctx.saved_tensors
-        n_layers = len(rest) // 2
-        inputs, weights = rest[:n_layers], rest[n_layers:]
-        wanted = [True if w else None for w in ctx.needs_input_grad[4:]]
-        saved = (probs, mu, None, noise, sm1, None, inputs)
-        grads = _backward(saved, weights, ctx.n_encoder, ctx.beta, wanted, g=grad.unsqueeze(1), fresh=True)
-        return (None, None, None, None, *grads)
