@@ -19,9 +19,10 @@ This module takes arrays and labels only; the front ends (`vae.pictures`, `vi.pl
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backend_bases import FigureCanvasBase
@@ -172,8 +173,8 @@ def curve_comparison(solution: Line, variable: str, functions: Sequence[str], ti
     fig, axes = new_figure(9.5 if error else 5.5, 3.8, 1, 2 if error else 1,
                            gridspec_kw={"width_ratios": [2, 1]} if error else None)
     ax = axes[0, 0]
-    for line, style in ((solution, dict(lw=2.2, color="C0")), (exact, dict(ls="--", lw=1.4, color="k")),
-                        (comparison, dict(ls=":", lw=1.6, color="C3"))):
+    styles = ({"lw": 2.2, "color": "C0"}, {"ls": "--", "lw": 1.4, "color": "k"}, {"ls": ":", "lw": 1.6, "color": "C3"})
+    for line, style in zip((solution, exact, comparison), styles):
         if line is not None:
             for i, y in enumerate(np.atleast_2d(line.y)):
                 ax.plot(line.x, y, label=line.label if i == 0 else None, **style)
@@ -224,7 +225,7 @@ def marginal_histograms(columns: Mapping[str, np.ndarray], label: str, title: st
     return _finish(fig, path)
 
 
-def _histogram(ax: "Axes", name: str, x: np.ndarray, label: str, ref: np.ndarray | None) -> None:
+def _histogram(ax: Axes, name: str, x: np.ndarray, label: str, ref: np.ndarray | None) -> None:
     finite = np.isfinite(x)
     x = x[finite]
     both = x if ref is None else np.concatenate([x, np.asarray(ref, dtype=np.float64)])
@@ -237,7 +238,7 @@ def _histogram(ax: "Axes", name: str, x: np.ndarray, label: str, ref: np.ndarray
     ax.tick_params(labelsize=7)
 
 
-def _trace_panel(ax: "Axes", trace: Sequence[float], title: str) -> None:
+def _trace_panel(ax: Axes, trace: Sequence[float], title: str) -> None:
     trace = np.asarray(trace, dtype=np.float64)
     finite = trace[np.isfinite(trace)]
     if finite.size:

@@ -8,8 +8,8 @@ This module decides what to draw from a `Posterior`; `variational.plots` draws a
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 from matplotlib.figure import Figure
