@@ -74,9 +74,11 @@ def test_image_grid_writes_png_of_its_size(tmp_path):
     assert isinstance(fig, Figure)
     assert png_size(tmp_path / "grid.png") == (1165, 1205)
     assert fig.axes[0].get_title() == "blank"
-    # A few images make a figure no smaller than 2 x 2 inches, with no empty columns.
-    assert plots.save_image_grid(tmp_path / "few.png", np.zeros((3, 8, 8)), ncols=8) == tmp_path / "few.png"
-    assert png_size(tmp_path / "few.png") == (200, 200)
+    # The grid fills the figure below the 0.4-inch title band, edge to edge.
+    assert fig.axes[0].get_position().bounds == pytest.approx((0, 0, 1, 11.65 / 12.05), abs=1e-12)  # float rounding
+    # Two images 9 x 11 (no empty columns): a 11 x 25 pixel grid, stretched to the 2-inch minimum width.
+    assert plots.save_image_grid(tmp_path / "few.png", np.zeros((2, 9, 11)), ncols=8) == tmp_path / "few.png"
+    assert png_size(tmp_path / "few.png") == (200, 88)
 
 
 def test_line_plot_and_scatter_plot_write_pngs_of_their_size(tmp_path):

@@ -12,7 +12,7 @@ This module takes arrays and labels only; the front ends (`vae.pictures`, `vi.pl
 
     >>> import numpy as np
     >>> fig = image_grid(np.zeros((4, 8, 8)), ncols=2, title="four blank images")
-    >>> [round(v, 2) for v in fig.get_size_inches()]
+    >>> [round(float(v), 2) for v in fig.get_size_inches()]  # inches: 2 wide at the least, 0.4 for the title
     [2.0, 2.4]
 """
 
@@ -42,8 +42,11 @@ MAX_PANELS = 24  # beyond this a grid of histograms stops being readable
 
 
 def new_figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **subplots) -> tuple[Figure, np.ndarray]:
-    """A figure of `width` x `height` inches and its (nrows, ncols) array of axes (pyplot untouched)."""
-    fig = Figure(figsize=(width, height))
+    """A figure of `width` x `height` inches and its (nrows, ncols) array of axes (pyplot untouched).
+
+    Its layout is tightened each time it is drawn, so labels and titles added later are not clipped.
+    """
+    fig = Figure(figsize=(width, height), layout="tight")
     axes = fig.subplots(nrows, ncols, squeeze=False, **subplots)
     return fig, axes
 
@@ -56,7 +59,6 @@ def save(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
     if fmt not in supported:
         raise ConfigError(f"cannot write a picture as {path.name!r}: unknown format {fmt!r}; "
                           f"use one of {', '.join(sorted(supported))}")
-    fig.tight_layout()
     try:
         # The temporary file's own suffix is .tmp, so the format is passed, not inferred.
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
@@ -65,9 +67,7 @@ def save(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
 
 
 def _finish(fig: Figure, path: str | Path | None, dpi: int = DPI) -> Figure:
-    if path is None:
-        fig.tight_layout()
-    else:
+    if path is not None:
         save(fig, path, dpi)
     return fig
 
@@ -93,12 +93,17 @@ def tile_images(images: np.ndarray, ncols: int | None = None, pad: int = 1) -> n
 
 def image_grid(images: np.ndarray, ncols: int | None = None, title: str | None = None, scale: float = 0.5,
                path: str | Path | None = None) -> Figure:
-    """Greyscale images (0 black, 1 white) tiled in a grid; `scale` inches per 10 grid pixels."""
+    """Greyscale images (0 black, 1 white) tiled in a grid, `scale` inches per 10 grid pixels.
+
+    The grid fills the figure's width (at least 2 inches) edge to edge, with a 0.4 inch band above
+    it for the title, so no margin is left over around the images.
+    """
     grid = tile_images(images, ncols)
-    width = max(2.0, grid.shape[1] * scale / 10)
-    height = max(2.0, grid.shape[0] * scale / 10) + (0.4 if title else 0.0)  # room for the title's line
-    fig, axes = new_figure(width, height)
-    ax = axes[0, 0]
+    inch_per_pixel = max(scale / 10, 2.0 / grid.shape[1])
+    width, image_height = grid.shape[1] * inch_per_pixel, grid.shape[0] * inch_per_pixel
+    height = image_height + (0.4 if title else 0.0)
+    fig = Figure(figsize=(width, height))
+    ax = fig.add_axes((0.0, 0.0, 1.0, image_height / height))
     ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_axis_off()
     if title:

@@ -36,7 +36,7 @@ def save_reconstructions(model: VAE, x: torch.Tensor, path: Path, n: int = 16) -
     for start in range(0, len(x), per_row):
         rows += [x[start:start + per_row], recon[start:start + per_row]]
     images = torch.cat(rows).cpu().numpy()
-    return plots.save_image_grid(path, images, ncols=per_row, title="inputs (odd rows) over reconstructions")
+    return plots.save_image_grid(path, images, ncols=per_row, title="each row of test images over its reconstructions")
 
 
 @torch.no_grad()
