@@ -1,7 +1,7 @@
 """Regenerate every picture the docs show, from the library's own API.
 
     PYTHONPATH=src python docs/make_pictures.py            # writes docs/img/*.png
-    PYTHONPATH=src python docs/make_pictures.py --out /tmp/img
+    PYTHONPATH=src python docs/make_pictures.py --out /tmp/img --only vi calculus
 
 Each picture is made the way a user makes it: a VAE trained briefly (seeded) on the embedded digits,
 a posteriordb posterior fitted with `variational.vi` and drawn against its NUTS reference draws, and
@@ -16,8 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from variational import calculus, vae, vi
 from variational.calculus.plot import plot_extremal
 from variational.vae import pictures
@@ -25,13 +23,13 @@ from variational.vi import posteriordb
 from variational.vi.plot import save_marginals
 
 IMG = Path(__file__).resolve().parent / "img"
-VAE_EPOCHS = 20  # the reference model on 1,500 digits: blurry but legible digits; each epoch is about a second
+VAE_EPOCHS = 20  # brief: the seed preset on 1,500 digits, enough for blurry but legible digits
 POSTERIOR = "eight_schools-eight_schools_noncentered"
 
 
-def vae_pictures(out: Path, epochs: int = VAE_EPOCHS) -> list[Path]:
+def vae_pictures(out: Path) -> list[Path]:
     """Prior samples and test-set reconstructions of the reference VAE (the `seed` preset)."""
-    config = vae.VAEConfig(preset="seed", dataset="digits", epochs=epochs, seed=0)
+    config = vae.VAEConfig(preset="seed", dataset="digits", epochs=VAE_EPOCHS, seed=0)
     with tempfile.TemporaryDirectory() as run_dir:  # the run's checkpoints are not part of the docs
         run = vae.train(config, out=run_dir, progress=False, log=lambda msg: None)
     run.model.eval()
@@ -52,16 +50,18 @@ def calculus_pictures(out: Path) -> list[Path]:
     return [plot_extremal(calculus.solve(problem), problem, out / "calculus_brachistochrone.png")]
 
 
+PICTURES = {"vae": vae_pictures, "vi": vi_pictures, "calculus": calculus_pictures}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=IMG, help=f"folder for the PNGs (default {IMG})")
-    parser.add_argument("--vae-epochs", type=int, default=VAE_EPOCHS, help="epochs of the VAE's training")
+    parser.add_argument("--only", nargs="+", choices=list(PICTURES), default=list(PICTURES),
+                        help="make only these front ends' pictures")
     args = parser.parse_args(argv)
-    torch.manual_seed(0)
-    for make in (lambda: vae_pictures(args.out, args.vae_epochs), lambda: vi_pictures(args.out),
-                 lambda: calculus_pictures(args.out)):
+    for name in args.only:
         start = time.perf_counter()
-        for path in make():
+        for path in PICTURES[name](args.out):
             print(f"wrote {path} ({time.perf_counter() - start:.1f} s)")
     return 0
 

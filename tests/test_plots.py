@@ -124,7 +124,9 @@ def test_marginal_histograms_grid_reference_trace_and_non_finite_draws(tmp_path)
     # Densities: each histogram integrates to 1 over its bins, the reference outline too.
     q_bars = fig.axes[0].patches[:40]
     assert math.isclose(sum(b.get_height() * b.get_width() for b in q_bars), 1.0, rel_tol=1e-9)  # float sums
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["q", "reference"]
+    # The legend sits in the first spare cell, clear of the bars.
+    assert fig.axes[0].get_legend() is None
+    assert [t.get_text() for t in fig.axes[6].get_legend().get_texts()] == ["q", "reference"]
     assert fig.get_suptitle() == "five marginals"
 
 
@@ -132,6 +134,7 @@ def test_at_most_max_panels_histograms(tmp_path):
     columns = {f"b[{i}]": np.arange(10.0) for i in range(plots.MAX_PANELS + 6)}
     fig = plots.marginal_histograms(columns, "q", "many")
     assert sum(ax.axison for ax in fig.axes) == plots.MAX_PANELS
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["q"]  # no spare cell: in the first
 
 
 def test_a_write_failing_midway_leaves_the_old_file_and_no_partial_one(tmp_path, monkeypatch):

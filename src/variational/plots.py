@@ -223,9 +223,12 @@ def marginal_histograms(columns: Mapping[str, np.ndarray], label: str, title: st
         _histogram(ax, name, np.asarray(columns[name], dtype=np.float64), label, reference.get(name))
     if trace is not None:
         _trace_panel(axes.flat[panels - 1], *trace)
-    for ax in list(axes.flat)[panels:]:
+    spare = list(axes.flat)[panels:]
+    for ax in spare:
         ax.set_axis_off()
-    axes.flat[0].legend(fontsize=7)
+    # The legend goes into a spare cell where there is one, so it hides no bars.
+    (spare[0] if spare else axes.flat[0]).legend(*axes.flat[0].get_legend_handles_labels(),
+                                                 fontsize=9 if spare else 7, loc="center" if spare else "best")
     fig.suptitle(title, fontsize=10)
     return _finish(fig, path)
 
