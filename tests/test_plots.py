@@ -119,7 +119,7 @@ def test_marginal_histograms_grid_reference_trace_and_non_finite_draws(tmp_path)
     assert isinstance(fig, Figure) and png_size(tmp_path / "m.png") == (1200, 460)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[:6] == ["theta[0]", "theta[1]", "theta[2]", "theta[3]",
-                          "theta[4] (3 non-finite draws not shown)", "objective"]
+                          "theta[4] (3 non-finite not shown)", "objective"]
     assert not fig.axes[6].axison and not fig.axes[7].axison  # the two unused cells are blank
     # Densities: each histogram integrates to 1 over its bins, the reference outline too.
     q_bars = fig.axes[0].patches[:40]
@@ -134,6 +134,7 @@ def test_at_most_max_panels_histograms(tmp_path):
     columns = {f"b[{i}]": np.arange(10.0) for i in range(plots.MAX_PANELS + 6)}
     fig = plots.marginal_histograms(columns, "q", "many")
     assert sum(ax.axison for ax in fig.axes) == plots.MAX_PANELS
+    assert fig.get_suptitle() == f"many (the first {plots.MAX_PANELS} of {plots.MAX_PANELS + 6} elements)"
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["q"]  # no spare cell: in the first
 
 
@@ -197,6 +198,21 @@ def test_bad_arrays_are_data_errors():
         plots.scatter_plot(np.zeros((4, 3)), None, "a", "b")
     with pytest.raises(DataError, match="at least one named sample"):
         plots.marginal_histograms({}, "q", "none")
+    images = np.zeros((2, 3, 3))
+    images[1, 0, :2] = [np.nan, np.inf]
+    with pytest.raises(DataError, match=r"2 of 18 image pixels are not finite"):
+        plots.image_grid(images)
+    with pytest.raises(DataError, match=r"1 of 4 points are not finite"):
+        plots.scatter_plot(np.array([[0.0, 1.0], [np.nan, 2.0]]), None, "a", "b")
+
+
+def test_the_command_line_names_a_bad_picture_path_in_one_line(tmp_path, capsys):
+    from variational.cli import main
+
+    assert main(["calculus", "solve", "shortest_path", "--plot", str(tmp_path / "line.xyz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("variational: error: cannot write a picture as 'line.xyz': unknown format 'xyz'")
+    assert "\n" not in err and list(tmp_path.iterdir()) == []
 
 
 def test_the_plotting_module_imports_no_front_end():

@@ -34,7 +34,7 @@ from variational.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["DPI", "Line", "curve_comparison", "image_grid", "line_plot", "marginal_histograms", "new_figure",
+__all__ = ["DPI", "MAX_PANELS", "Line", "curve_comparison", "image_grid", "line_plot", "marginal_histograms", "new_figure",
            "save", "save_image_grid", "scatter_plot", "tile_images"]
 
 DPI = 100  # pixels per inch of every written picture: a 5.5 x 3.6 inch figure is 550 x 360 pixels
@@ -72,6 +72,13 @@ def _finish(fig: Figure, path: str | Path | None, dpi: int = DPI) -> Figure:
     return fig
 
 
+def _require_finite(values: np.ndarray, what: str) -> None:
+    """A NaN pixel or point would be drawn as a blank, a picture of an answer that is not there."""
+    bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+    if bad:
+        raise DataError(f"{bad} of {np.size(values)} {what} are not finite (NaN or infinite); nothing drawn")
+
+
 # ---------------------------------------------------------------- images
 
 
@@ -80,6 +87,7 @@ def tile_images(images: np.ndarray, ncols: int | None = None, pad: int = 1) -> n
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 3 or len(images) == 0:
         raise DataError(f"an image grid needs a non-empty (N, H, W) array, got shape {images.shape}")
+    _require_finite(images, "image pixels")
     n, h, w = images.shape
     ncols = min(ncols or math.ceil(math.sqrt(n)), n)
     nrows = math.ceil(n / ncols)
@@ -143,6 +151,7 @@ def scatter_plot(points: np.ndarray, labels: np.ndarray | None, xlabel: str, yla
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != 2:
         raise DataError(f"a scatter plot needs an (N, 2) array of points, got shape {points.shape}")
+    _require_finite(points, "points")
     fig, axes = new_figure(5.5, 4.8)
     ax = axes[0, 0]
     if labels is None:
@@ -205,7 +214,8 @@ def marginal_histograms(columns: Mapping[str, np.ndarray], label: str, title: st
                         reference: Mapping[str, np.ndarray] | None = None,
                         trace: tuple[Sequence[float], str] | None = None,
                         path: str | Path | None = None) -> Figure:
-    """One histogram panel per named 1-D sample (the first MAX_PANELS), reference draws as outlines.
+    """One histogram panel per named 1-D sample (the first MAX_PANELS, as the title then says), reference
+    draws as outlines.
 
     `label` names the samples in the legend (e.g. "q (meanfield)"); `trace` is an optional
     (objective per iteration, panel title) drawn in a last panel. Non-finite draws cannot be binned:
@@ -229,20 +239,24 @@ def marginal_histograms(columns: Mapping[str, np.ndarray], label: str, title: st
     # The legend goes into a spare cell where there is one, so it hides no bars.
     (spare[0] if spare else axes.flat[0]).legend(*axes.flat[0].get_legend_handles_labels(),
                                                  fontsize=9 if spare else 7, loc="center" if spare else "best")
-    fig.suptitle(title, fontsize=10)
+    shown = f" (the first {len(names)} of {len(columns)} elements)" if len(names) < len(columns) else ""
+    fig.suptitle(title + shown, fontsize=10)
     return _finish(fig, path)
 
 
 def _histogram(ax: Axes, name: str, x: np.ndarray, label: str, ref: np.ndarray | None) -> None:
     finite = np.isfinite(x)
     x = x[finite]
-    both = x if ref is None else np.concatenate([x, np.asarray(ref, dtype=np.float64)])
-    bins = np.histogram_bin_edges(both[np.isfinite(both)], bins=40) if both.size else 40
+    if ref is not None:
+        ref = np.asarray(ref, dtype=np.float64)
+        ref = ref[np.isfinite(ref)]
+    both = x if ref is None else np.concatenate([x, ref])
+    bins = np.histogram_bin_edges(both, bins=40) if both.size else 40
     ax.hist(x, bins=bins, density=True, color="tab:blue", alpha=0.6, label=label)
     if ref is not None:
         ax.hist(ref, bins=bins, density=True, histtype="step", color="black", label="reference")
     missing = int(finite.size - finite.sum())
-    ax.set_title(name + (f" ({missing} non-finite draws not shown)" if missing else ""), fontsize=9)
+    ax.set_title(name + (f" ({missing} non-finite not shown)" if missing else ""), fontsize=9)
     ax.tick_params(labelsize=7)
 
 
