@@ -52,6 +52,17 @@ def notebook_pyplot():
 # ---------------------------------------------------------------- the plotting module
 
 
+def test_a_notebook_users_open_figure_stays_current(tmp_path):
+    # (The autouse fixture checks the backend and pyplot's figure list around every test.)
+    mine = plt.figure()
+    plt.plot([0, 1], [1, 0])
+    plots.image_grid(np.zeros((4, 8, 8)), path=tmp_path / "a.png")
+    plots.line_plot({"a": ([0, 1], [0, 1])}, "x", "y", path=tmp_path / "b.png")
+    plots.marginal_histograms({"m": np.arange(5.0)}, "q", "t", path=tmp_path / "c.png")
+    assert plt.get_fignums() == [mine.number] and plt.gcf() is mine and len(plt.gca().lines) == 1
+    plt.close(mine)
+
+
 def test_tile_images_places_each_image_with_white_padding():
     images = np.stack([np.full((2, 2), 0.25), np.full((2, 2), 0.75), np.full((2, 2), 2.0)])
     grid = plots.tile_images(images, ncols=2, pad=1)
@@ -278,11 +289,12 @@ def test_vi_marginals_of_a_fitted_posterior(tmp_path):
     assert [ax.get_title() for ax in fig.axes[:3]] == ["mu", "b[0]", "b[1]"]
     assert fig.axes[3].get_title() == f"objective per evaluation ({post.info.method})"
     assert fig.get_suptitle() == f"toy: ELBO {post.elbo:.2f}, k-hat {post.khat:.2f}"
-    # q's mu draws are what the panel shows: their histogram's mean matches the sample mean to a bin width.
+    # q's mu draws are what the panel shows: binning moves each draw by at most half a bin width, so the
+    # histogram's mean is within half a bin (0.05 here, against a posterior mean of 2.1) of theirs.
     bars = fig.axes[0].patches[:40]
     centre = sum((b.get_x() + b.get_width() / 2) * b.get_height() * b.get_width() for b in bars)
     draws = post.sample(500)["mu"].numpy()
-    assert abs(centre - draws.mean()) < bars[0].get_width()
+    assert abs(centre - draws.mean()) <= bars[0].get_width() / 2
 
 
 def test_calculus_extremal_picture_shows_the_pointwise_error(tmp_path):
