@@ -313,3 +313,19 @@ def test_calculus_extremal_picture_shows_the_pointwise_error(tmp_path):
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels[0] == "bvp extremal, J = 1.41421" and labels[1] == "exact, J = 1.41421"
     assert labels[2].startswith("sine-bumped path, J = ")
+
+
+def test_the_docs_pictures_script_makes_the_vi_and_calculus_pictures(tmp_path, capsys):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "docs" / "make_pictures.py"
+    spec = importlib.util.spec_from_file_location("make_pictures", script)
+    make_pictures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_pictures)
+    assert make_pictures.main(["--out", str(tmp_path), "--only", "vi", "calculus"]) == 0
+    # Eight schools: 10 marginals and the trace in 3 rows of 4 panels of 3.0 x 2.3 inches, at 100 dpi;
+    # the brachistochrone with its error panel, 9.5 x 3.8 inches at 90 dpi.
+    assert png_size(tmp_path / "vi_marginals.png") == (1200, 690)
+    assert png_size(tmp_path / "calculus_brachistochrone.png") == (855, 342)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calculus_brachistochrone.png", "vi_marginals.png"]
+    assert capsys.readouterr().out.count("wrote ") == 2
