@@ -254,3 +254,54 @@ def test_isoperimetric_jacobi_test_separates_minimum_from_saddles():
 
     assert verdicts[2].verdict == "saddle"
     assert verdicts[2].conjugate_point == pytest.approx(brentq(D, 2.0, 2.6), abs=1e-5)  # ODE tolerance 1e-10
+
+
+RESONANT = Functional(y.diff(x) ** 2 - y ** 2, y, x)  # Jacobi field sin x: x = 2 pi is conjugate to 0
+
+
+def test_resonant_end_values_are_refused_not_solved():
+    # y = B sin x never reaches y(2 pi) = 1: solve_bvp "converges" to B ~ 1.5e8, set by its truncation error,
+    # which the refinement test exposes (the curve changes ~15-fold on a mesh twice as fine).
+    with pytest.raises(NoExtremalError, match=r"no smooth extremal with these end values: solving again on a mesh "
+                                              r"twice as fine changes the curve by \d.\de\+0\d relative") as info:
+        solve_functional(RESONANT, (0.0, 2 * math.pi), [0.0], [1.0])
+    assert "\n" not in str(info.value)
+    with pytest.raises(NotAMinimumError, match="unbounded below"):  # the direct method: J falls without bound
+        solve_functional(RESONANT, (0.0, 2 * math.pi), [0.0], [1.0], method="direct")
+
+
+def test_next_to_resonance_the_exact_extremal_is_still_returned():
+    # T = 3.1415 is 9e-5 short of the conjugate point pi: the extremal (x0 sin(T - t) / sin T) is 1.1e4 times
+    # larger than its end values yet genuine, and must pass the refinement test.
+    p = get_problem("harmonic_oscillator", T=3.1415)
+    e = solve(p, "bvp")
+    # Next to resonance the solve is ill-conditioned: errors are solve_bvp's residual (tol 1e-6) amplified by up to
+    # 1/|sin T| = 1.1e4; the refinement change estimates them (measured 3.3e-5, J off by 3.5e-5 relative).
+    assert e.solver["refinement_change"] < 1e-3  # the refusal threshold, sqrt(tol)
+    assert abs(e.J - p.exact_J) < 1e-4 * abs(p.exact_J)
+    assert e.max_error < 1e-4 * np.max(np.abs(e.y))
+
+
+def test_a_lagrangian_undefined_along_the_curve_is_an_error_not_nan():
+    # sqrt(y) is not real for y = -1: solve_bvp converges on the Euler-Lagrange ODE (which has no sqrt), but J is nan.
+    f = Functional("sqrt(y)*sqrt(1+y'^2)", "y", "x")
+    with pytest.raises(SolveError, match=r"J = nan along the bvp curve: the Lagrangian .* is nan at x=0 \(y=-1, "):
+        solve_functional(f, (0.0, 1.0), [-1.0], [-1.0])
+    with pytest.raises(SolveError, match=r"the direct method cannot start: J is not finite along the starting curve"):
+        solve_functional(f, (0.0, 1.0), [-1.0], [-1.0], method="direct")
+
+
+def test_every_returned_extremal_meets_its_end_values_and_is_finite():
+    from variational.calculus.extremal import Extremal
+    from variational.calculus.verify import verify_extremal
+
+    p = get_problem("shortest_path")  # y(0) = 0, y(1) = 1
+    good = Extremal(x=np.linspace(0, 1, 3), y=np.array([[0.0, 0.5, 1.0]]), J=math.sqrt(2), status="stationary",
+                    method="bvp", functions=("y",))
+    assert verify_extremal(p, good, end_tol=1e-9) is good
+    for y_values, J, message in (([[0.0, 0.5, 1.001]], 1.0, r"misses its right end value y = 1 by 0.001"),
+                                 ([[0.0, np.inf, 1.0]], 1.0, "non-finite values"),
+                                 ([[0.0, 0.5, 1.0]], float("nan"), "J = nan")):
+        bad = Extremal(x=good.x, y=np.array(y_values), J=J, status="stationary", method="bvp", functions=("y",))
+        with pytest.raises(SolveError, match=message):
+            verify_extremal(p, bad, end_tol=1e-9)
