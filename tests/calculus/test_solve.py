@@ -14,8 +14,20 @@ import sympy as sp
 from scipy.optimize import brentq
 
 from variational.calculus import (
-    PROBLEMS, BVPConfig, DirectConfig, Functional, NoExtremalError, NotAMinimumError, Problem, SolveError,
-    check_second_variation, get_problem, graded_mesh, solve, solve_functional)
+    PROBLEMS,
+    BVPConfig,
+    DirectConfig,
+    Functional,
+    NoExtremalError,
+    NotAMinimumError,
+    Problem,
+    SolveError,
+    check_second_variation,
+    get_problem,
+    graded_mesh,
+    solve,
+    solve_functional,
+)
 
 x = sp.Symbol("x")
 y, z = sp.Function("y")(x), sp.Function("z")(x)

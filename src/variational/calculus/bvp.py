@@ -22,9 +22,16 @@ from scipy.integrate import IntegrationWarning, cumulative_trapezoid, quad, solv
 
 from variational.calculus.extremal import Extremal, NoExtremalError, SolveError
 from variational.calculus.functional import Functional
-from variational.calculus.numeric import CompiledFunctional, compile_functional, jet_symbols, numpy_fn, to_jet
+from variational.calculus.numeric import (
+    CompiledFunctional,
+    compile_functional,
+    jet_symbols,
+    numpy_fn,
+    to_jet,
+)
 from variational.calculus.problem import Problem, graded_mesh
 from variational.calculus.verify import curve_scale, verify_extremal
+from variational.errors import ConfigError
 
 __all__ = ["BVPConfig", "Solution", "solve_bvp_problem", "functional_value"]
 
@@ -41,13 +48,13 @@ class BVPConfig:
 
     def __post_init__(self) -> None:
         if self.nodes < 3:
-            raise ValueError(f"nodes: need at least 3, got {self.nodes}")
+            raise ConfigError(f"nodes: need at least 3, got {self.nodes}")
         if not 0 < self.tol < 1:
-            raise ValueError(f"tol: must lie in (0, 1), got {self.tol}")
+            raise ConfigError(f"tol: must lie in (0, 1), got {self.tol}")
         if self.max_nodes < self.nodes:
-            raise ValueError(f"max_nodes: must be >= nodes ({self.nodes}), got {self.max_nodes}")
+            raise ConfigError(f"max_nodes: must be >= nodes ({self.nodes}), got {self.max_nodes}")
         if self.grid < 3:
-            raise ValueError(f"grid: need at least 3 points, got {self.grid}")
+            raise ConfigError(f"grid: need at least 3 points, got {self.grid}")
 
 
 @dataclass

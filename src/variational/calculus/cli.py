@@ -9,6 +9,8 @@ import argparse
 import json
 import math
 
+from variational.errors import ConfigError, ModelError
+
 __all__ = ["register"]
 
 EL_EPILOG = """examples:
@@ -61,7 +63,7 @@ def _pairs(items: list[str], what: str) -> list[tuple[str, str]]:
     for item in items:
         name, eq, value = item.partition("=")
         if not eq or not name.strip() or not value.strip():
-            raise ValueError(f"{what}: expected NAME=VALUE, got {item!r}")
+            raise ConfigError(f"{what}: expected NAME=VALUE, got {item!r}")
         out.append((name.strip(), value.strip()))
     return out
 
@@ -77,7 +79,7 @@ def _euler_lagrange(args) -> int:
         try:
             fun = fun.with_constraint(parse_lagrangian(g, funcs, vars_, "G"), _constant(value, funcs, vars_))
         except ValueError as e:
-            raise ValueError(f"--constraint {item!r}: {e}") from None
+            raise ConfigError(f"--constraint {item!r}: {e}") from None
     out = {"lagrangian": fun.augmented(), "euler_lagrange": fun.euler_lagrange()}
     if len(fun.variables) == 1:
         try:
@@ -101,7 +103,7 @@ def _constant(text: str, funcs, vars_):
     value = parse_constant(text, "VALUE")
     used = sorted({str(s) for s in value.free_symbols} & {*funcs, *vars_})
     if used:
-        raise ValueError(f"VALUE: {text!r} must be a constant, but it uses {used}")
+        raise ModelError(f"VALUE: {text!r} must be a constant, but it uses {used}")
     return value
 
 
@@ -157,7 +159,7 @@ def _solve(args) -> int:
         try:
             params[k] = float(v)
         except ValueError:
-            raise ValueError(f"--param: {k} needs a number, got {v!r}") from None
+            raise ConfigError(f"--param: {k} needs a number, got {v!r}") from None
     problem = get_problem(args.problem, **params)
     kw = {}
     if args.nodes is not None:

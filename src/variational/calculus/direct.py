@@ -21,12 +21,18 @@ import numpy as np
 import torch
 from scipy.interpolate import CubicSpline
 
-from variational.calculus.extremal import Extremal, NoExtremalError, NotAMinimumError, SolveError
+from variational.calculus.bvp import Solution, solve_bvp_problem
+from variational.calculus.extremal import (
+    Extremal,
+    NoExtremalError,
+    NotAMinimumError,
+    SolveError,
+)
 from variational.calculus.numeric import torch_integrands
 from variational.calculus.problem import Problem, graded_mesh
-from variational.calculus.bvp import Solution, solve_bvp_problem
 from variational.calculus.second_variation import check_second_variation
 from variational.calculus.verify import verify_extremal, where_not_finite
+from variational.errors import ConfigError
 
 __all__ = ["DirectConfig", "solve_direct"]
 
@@ -54,13 +60,13 @@ class DirectConfig:
 
     def __post_init__(self) -> None:
         if self.nodes < 3:
-            raise ValueError(f"nodes: need at least 3, got {self.nodes}")
+            raise ConfigError(f"nodes: need at least 3, got {self.nodes}")
         for name in ("max_iter", "round_iter", "outer"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("grad_tol", "stationary_tol", "constraint_tol", "blowup"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
 
 
 class _Diverged(Exception):

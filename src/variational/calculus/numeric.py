@@ -25,6 +25,7 @@ import torch
 from sympy.calculus.euler import euler_equations
 
 from variational.calculus.functional import Functional
+from variational.errors import ModelError
 
 __all__ = ["CompiledFunctional", "compile_functional", "jet_symbols", "to_jet", "numpy_fn", "path_lagrangian"]
 
@@ -120,7 +121,7 @@ def compile_functional(functional: Functional) -> CompiledFunctional:
     x = functional.variable
     free = functional.free_parameters()
     if free:
-        raise ValueError(f"parameters: {sorted(map(str, free))} have no value; give them with --param NAME=VALUE "
+        raise ModelError(f"parameters: {sorted(map(str, free))} have no value; give them with --param NAME=VALUE "
                          "or Functional.subs")
     orders = tuple(functional.order(f) for f in functional.functions)
     jets = jet_symbols(functional)
@@ -142,7 +143,7 @@ def compile_functional(functional: Functional) -> CompiledFunctional:
 def torch_integrands(functional: Functional) -> tuple[Callable, list[Callable]]:
     """L and G_k as torch functions of (x, values (F, m), slopes (F, m)), for first-order functionals."""
     if functional.order() != 1:
-        raise ValueError(f"direct method: needs a first-order Lagrangian, this one has order {functional.order()}; "
+        raise ModelError(f"direct method: needs a first-order Lagrangian, this one has order {functional.order()}; "
                          "use the bvp method")
     jets = jet_symbols(functional, depth={i: 2 for i in range(len(functional.functions))})
     nf = len(functional.functions)
@@ -181,7 +182,7 @@ def constraint_first_variation(functional: Functional) -> Callable:
     is replaced by the solved Euler-Lagrange equation of L + lambda G, so slopes suffice.
     """
     if len(functional.functions) != 1 or len(functional.constraints) != 1:
-        raise ValueError("the isoperimetric Jacobi test handles one function and one constraint")
+        raise ModelError("the isoperimetric Jacobi test handles one function and one constraint")
     f, x = functional.functions[0], functional.variable
     jets = jet_symbols(functional, depth={0: 3})
     g = functional.constraints[0].integrand

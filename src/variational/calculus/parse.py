@@ -28,6 +28,8 @@ from typing import Sequence
 import sympy as sp
 from sympy.parsing.sympy_parser import convert_xor, parse_expr, standard_transformations
 
+from variational.errors import ModelError
+
 __all__ = ["FUNCTIONS", "parse_lagrangian", "parse_constant"]
 
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*'*")
@@ -48,11 +50,11 @@ _SKIP = {tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.INDENT, tok
 def _check_names(functions: Sequence[str], variables: Sequence[str], what: str) -> None:
     for name in (*functions, *variables):
         if not _NAME.match(name) or name in _CONSTANTS or name in FUNCTIONS or _reserved(name):
-            raise ValueError(f"{what}: {name!r} cannot name a function or variable (use letters and digits, "
+            raise ModelError(f"{what}: {name!r} cannot name a function or variable (use letters and digits, "
                              "starting with a letter, and no math function, constant or Python builtin)")
     both = sorted(set(functions) & set(variables))
     if both:
-        raise ValueError(f"{what}: {both} named both as an unknown function and as an independent variable")
+        raise ModelError(f"{what}: {both} named both as an unknown function and as an independent variable")
 
 
 def _reserved(name: str) -> bool:
@@ -64,7 +66,7 @@ def _check_tokens(source: str, allowed: set[str], what: str, text: str) -> None:
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
     except (tokenize.TokenError, SyntaxError) as e:
-        raise ValueError(f"{what}: cannot parse {text!r} ({e})") from None
+        raise ModelError(f"{what}: cannot parse {text!r} ({e})") from None
     for tok in tokens:
         kind, value = tok.type, tok.string
         if kind in _SKIP or kind == tokenize.NUMBER:
@@ -78,7 +80,7 @@ def _check_tokens(source: str, allowed: set[str], what: str, text: str) -> None:
                "strings are not allowed" if kind == tokenize.STRING else
                "names may not start with '_'" if value.startswith("_") else
                "a Python keyword or builtin, not a math name" if kind == tokenize.NAME else "not allowed")
-        raise ValueError(f"{what}: {value!r} in {text!r}: {why}")
+        raise ModelError(f"{what}: {value!r} in {text!r}: {why}")
 
 
 def _parse(source: str, local: dict, what: str, text: str) -> sp.Expr:
@@ -89,9 +91,9 @@ def _parse(source: str, local: dict, what: str, text: str) -> sp.Expr:
         expr = parse_expr(source, local_dict=dict(local), global_dict=namespace,
                           transformations=standard_transformations + (convert_xor,))
     except Exception as e:  # SymPy raises many types (TokenError, SyntaxError, TypeError...) for bad text
-        raise ValueError(f"{what}: cannot parse {text!r} ({type(e).__name__}: {e})".replace("\n", " ")) from None
+        raise ModelError(f"{what}: cannot parse {text!r} ({type(e).__name__}: {e})".replace("\n", " ")) from None
     if not isinstance(expr, sp.Expr):
-        raise ValueError(f"{what}: {text!r} is not a scalar expression")
+        raise ModelError(f"{what}: {text!r} is not a scalar expression")
     return expr
 
 
@@ -112,16 +114,16 @@ def _rewrite(token: str, following: str, functions, variables, what: str) -> str
     """Replace one identifier by SymPy text for the function or derivative it denotes."""
     name, primes = token.rstrip("'"), len(token) - len(token.rstrip("'"))
     if name.startswith("_"):
-        raise ValueError(f"{what}: {name!r}: names may not start with '_'")
+        raise ModelError(f"{what}: {name!r}: names may not start with '_'")
     args = ", ".join(variables)
     if name in functions:
         if primes == 0:
             return token if following.lstrip().startswith("(") else f"{name}({args})"
         if len(variables) != 1:
-            raise ValueError(f"{what}: {token} needs one independent variable; write {name}_x for partials")
+            raise ModelError(f"{what}: {token} needs one independent variable; write {name}_x for partials")
         return f"diff({name}({args}), {variables[0]}, {primes})"
     if primes:
-        raise ValueError(f"{what}: {token!r}: primes are only allowed on the unknown functions {list(functions)}")
+        raise ModelError(f"{what}: {token!r}: primes are only allowed on the unknown functions {list(functions)}")
     base, _, suffix = name.partition("_")
     parts = _split_subscript(suffix, variables) if base in functions and suffix else None
     if parts:
@@ -134,7 +136,7 @@ def parse_lagrangian(text: str, functions: Sequence[str], variables: Sequence[st
     """SymPy expression for `text`, with the notation above; ValueError (one line, starting with
     `what`, e.g. the option's name) says what is wrong. Safe on untrusted text (module docstring)."""
     if not text or not text.strip():
-        raise ValueError(f"{what}: empty expression")
+        raise ModelError(f"{what}: empty expression")
     _check_names(functions, variables, what)
     pieces, last = [], 0
     for m in _TOKEN.finditer(text):
@@ -153,7 +155,7 @@ def parse_constant(text: str, what: str = "value") -> sp.Expr:
         2*pi
     """
     if not text or not text.strip():
-        raise ValueError(f"{what}: empty expression")
+        raise ModelError(f"{what}: empty expression")
     if "'" in text:
-        raise ValueError(f"{what}: {text!r}: a constant has no derivatives (')")
+        raise ModelError(f"{what}: {text!r}: a constant has no derivatives (')")
     return _parse(text.strip(), {}, what, text)

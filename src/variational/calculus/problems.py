@@ -20,6 +20,7 @@ from scipy.optimize import brentq
 from variational.calculus.functional import Functional
 from variational.calculus.numeric import path_lagrangian
 from variational.calculus.problem import Problem, Substitution
+from variational.errors import ConfigError
 
 __all__ = ["PROBLEMS", "ProblemSpec", "get_problem", "register_problem"]
 
@@ -48,15 +49,15 @@ def register_problem(name: str, summary: str, **defaults: float):
 def get_problem(name: str, **params: float) -> Problem:
     """The named problem with some parameters changed; ValueError names an unknown problem or parameter."""
     if name not in PROBLEMS:
-        raise ValueError(f"problem: unknown problem {name!r}; choose one of {sorted(PROBLEMS)}")
+        raise ConfigError(f"problem: unknown problem {name!r}; choose one of {sorted(PROBLEMS)}")
     spec = PROBLEMS[name]
     bad = sorted(set(params) - set(spec.defaults))
     if bad:
-        raise ValueError(f"param: {name} has no parameter {bad}; its parameters are {sorted(spec.defaults)}")
+        raise ConfigError(f"param: {name} has no parameter {bad}; its parameters are {sorted(spec.defaults)}")
     values = {**spec.defaults, **{k: float(v) for k, v in params.items()}}
     for k, v in values.items():
         if not math.isfinite(v):
-            raise ValueError(f"param: {k} must be finite, got {v}")
+            raise ConfigError(f"param: {k} must be finite, got {v}")
     problem = spec.factory(**values)
     problem.params = values
     return problem
@@ -74,7 +75,7 @@ def path_value(functional: Functional, values: Callable, slopes: Callable, inter
 
 def _require(cond: bool, message: str) -> None:
     if not cond:
-        raise ValueError(message)
+        raise ConfigError(message)
 
 
 # ---------------------------------------------------------------- brachistochrone

@@ -17,6 +17,7 @@ from variational.calculus.extremal import Extremal
 from variational.calculus.functional import Functional
 from variational.calculus.problem import Problem
 from variational.calculus.second_variation import check_second_variation
+from variational.errors import ConfigError
 
 __all__ = ["METHODS", "solve", "solve_functional"]
 
@@ -33,7 +34,7 @@ def solve(problem: Problem, method: str | None = None, *, bvp: BVPConfig = BVPCo
     """
     method = method or "bvp"
     if method not in METHODS:
-        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+        raise ConfigError(f"method: expected one of {METHODS}, got {method!r}")
     sol: Solution = solve_bvp_problem(problem, bvp) if method == "bvp" else solve_direct(problem, direct, device)
     ext = sol.extremal
     if check:
