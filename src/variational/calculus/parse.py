@@ -31,7 +31,7 @@ from sympy.parsing.sympy_parser import convert_xor, parse_expr, standard_transfo
 
 from variational.errors import ModelError
 
-__all__ = ["FUNCTIONS", "parse_lagrangian", "parse_constant"]
+__all__ = ["FUNCTIONS", "check_names", "parse_lagrangian", "parse_constant"]
 
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*'*")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*\Z")
@@ -49,7 +49,8 @@ _OPERATORS = {"+", "-", "*", "/", "**", "^", "(", ")", ","}
 _SKIP = {tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.INDENT, tokenize.DEDENT}
 
 
-def _check_names(functions: Sequence[str], variables: Sequence[str], what: str) -> None:
+def check_names(functions: Sequence[str], variables: Sequence[str], what: str) -> None:
+    """ModelError unless the names can be unknown functions and independent variables (and differ)."""
     for name in (*functions, *variables):
         if not _NAME.match(name) or name in _CONSTANTS or name in FUNCTIONS or _reserved(name):
             raise ModelError(f"{what}: {name!r} cannot name a function or variable (use letters and digits, "
@@ -236,7 +237,7 @@ def parse_lagrangian(text: str, functions: Sequence[str], variables: Sequence[st
     """SymPy expression for `text`, with the notation above; ValueError (one line, starting with
     `what`, e.g. the option's name) says what is wrong. Safe on untrusted text (module docstring)."""
     _check_length(text, what)
-    _check_names(functions, variables, what)
+    check_names(functions, variables, what)
     pieces, last = [], 0
     for m in _TOKEN.finditer(text):
         pieces += [text[last:m.start()], _rewrite(m.group(), text[m.end():], functions, variables, what)]
