@@ -1,8 +1,11 @@
 """`variational calculus ...` through the real entry point: outputs, JSON, pictures and error exits."""
 
 import json
+import math
 
+import numpy as np
 import pytest
+from scipy.optimize import brentq
 
 from variational.cli import main
 
@@ -80,3 +83,82 @@ def test_euler_lagrange_never_runs_the_text(capsys, tmp_path):
         code, _, err = run(capsys, "euler-lagrange", "y'^2", "--constraint", f"y={text}")
         assert code == 2 and "--constraint" in err and err.count("\n") == 1
     assert not marker.exists()
+
+
+# Your own problem on the command line: solve_bvp runs at tol 1e-6 with cubic collocation, so J and the curve
+# agree with the closed forms to ~1e-8 (measured); 1e-6 leaves room and still fails a factor-2 error anywhere.
+def test_solve_own_lagrangian_matches_the_exact_extremal(capsys):
+    code, out, _ = run(capsys, "solve", "--lagrangian", "y'^2 + y^2", "--interval", "0", "1", "--left", "0",
+                       "--right", "1", "--json")
+    record = json.loads(out)
+    assert code == 0 and record["status"] == "minimum" and record["lagrangian"] == "y'^2 + y^2"
+    x, y = np.array(record["x"]), np.array(record["y"][0])
+    assert abs(record["J"] - 1 / math.tanh(1)) < 1e-6  # J = coth(1) for y = sinh(x) / sinh(1)
+    assert np.max(np.abs(y - np.sinh(x) / math.sinh(1))) < 1e-6
+
+
+def test_solve_own_isoperimetric_problem_dido_by_hand(capsys, tmp_path):
+    # Dido: max integral y dx with integral sqrt(1 + y'^2) dx = 2.5 on [-1, 1]: a circular arc of radius R with
+    # chord 2 = 2 R sin(th) and length 2.5 = 2 R th; the multiplier is -R.
+    th = brentq(lambda t: math.sin(t) / t - 2 / 2.5, 1e-6, math.pi / 2)
+    R = 1 / math.sin(th)
+    png = tmp_path / "dido.png"
+    code, out, _ = run(capsys, "solve", "--lagrangian", "y", "--constraint", "sqrt(1+y'^2)=2.5", "--sense", "max",
+                       "--interval", "-1", "1", "--left", "0", "--right", "0", "--guess", "0.6*(1-x^2)",
+                       "--multiplier-guess", "-1", "--json", "--plot", str(png))
+    record = json.loads(out)
+    assert code == 0 and record["status"] == "maximum" and record["sense"] == "max"
+    assert abs(record["J"] - R * R * (th - math.sin(th) * math.cos(th))) < 1e-6  # the circular segment's area
+    assert abs(record["multipliers"]["lambda_1"] + R) < 1e-6
+    x, y = np.array(record["x"]), np.array(record["y"][0])
+    assert np.max(np.abs(np.hypot(x, y + R * math.cos(th)) - R)) < 1e-6  # every point on the circle
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # From the straight line (length 2, not 2.5) solve_bvp's Jacobian is singular: the message says what to pass.
+    code, _, err = run(capsys, "solve", "--lagrangian", "y", "--constraint", "sqrt(1+y'^2)=2.5", "--sense", "max",
+                       "--interval", "-1", "1", "--left", "0", "--right", "0")
+    assert code == 2 and "singular Jacobian" in err and "pass --guess EXPR" in err and err.count("\n") == 1
+
+
+def test_solve_own_problem_text_with_free_end_parameters_and_named_variables(capsys):
+    # min integral y'^2/2 + y on [0, 1], y(0) = 0, y(1) free: y = x^2/2 - x, J = -1/6.
+    code, out, _ = run(capsys, "solve", "--lagrangian", "y'^2/2 + c*y", "--param", "c=1", "--interval", "0", "1",
+                       "--left", "0", "--right", "free")
+    assert code == 0 and "J        -0.166666666" in out and "(c=1)" in out
+    # Hamilton's principle for q'' = -4 q on [0, 1], q(0) = 1, q(1) = 0, with w = 2: the classical action
+    # J = w ((x0^2 + x1^2) cos(w T) - 2 x0 x1) / (2 sin(w T)) = cos(2) / sin(2) (Feynman and Hibbs, eq. 3-59).
+    code, out, _ = run(capsys, "solve", "--lagrangian", "m*q'^2/2 - k*q^2/2", "--param", "m=1", "--param", "k=4",
+                       "--function", "q", "--variable", "t", "--interval", "0", "1", "--left", "1", "--right", "0",
+                       "--json")
+    assert code == 0 and abs(json.loads(out)["J"] - math.cos(2) / math.sin(2)) < 1e-6
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["solve", "dido", "--lagrangian", "y"], "give either a PROBLEM name ('dido') or --lagrangian, not both"),
+    (["solve"], "give a PROBLEM name"),
+    (["solve", "--lagrangian", "y'^2", "--interval", "0", "1"], "--lagrangian: also give --left, --right"),
+    (["solve", "--lagrangian", "y'^2", "--interval", "0", "1", "--left", "0", "--left", "1", "--right", "1"],
+     "--left: give one per unknown function ['y']"),
+    (["solve", "--lagrangian", "y'^2", "--interval", "0", "b", "--left", "0", "--right", "1"],
+     "--interval: 'b' uses ['b'], which have no value"),
+    (["solve", "--lagrangian", "y'^2", "--interval", "1", "0", "--left", "0", "--right", "1"], "need finite a < b"),
+    (["solve", "--lagrangian", "y'^2", "--interval", "0", "1", "--left", "0", "--right", "1", "--guess", "x*z"],
+     "--guess: 'x*z' may only depend on x, but uses ['z']"),
+    (["solve", "--lagrangian", "y'^2", "--interval", "0", "1", "--left", "0", "--right", "1", "--param", "k=2"],
+     "--param: the Lagrangian and constraints have no parameter ['k']"),
+    (["solve", "--lagrangian", "y'^2 + k*y", "--interval", "0", "1", "--left", "0", "--right", "1"],
+     "parameters: ['k'] have no value"),
+    (["solve", "--lagrangian", "y'^2", "--interval", "0", "1", "--left", "0", "--right", "1",
+      "--multiplier-guess", "1"], "--multiplier-guess: 0 constraint(s) need as many values, got 1"),
+    (["solve", "brachistochrone", "--interval", "0", "1"], "--interval: only for your own problem"),
+    (["solve", "--lagrangian", "y'^2 - y^2", "--interval", "0", "2*pi", "--left", "0", "--right", "1"],
+     "no smooth extremal with these end values"),
+])
+def test_own_problem_errors_exit_2_with_one_line(capsys, argv, message):
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_euler_lagrange_takes_parameter_values(capsys):
+    code, out, _ = run(capsys, "euler-lagrange", "y'^2/2 + k*y", "--param", "k=3", "--json")
+    record = json.loads(out)
+    assert code == 0 and record["solved"] == {"Derivative(y(x), (x, 2))": "3"}  # y'' = k

@@ -14,8 +14,20 @@ import sympy as sp
 from scipy.optimize import brentq
 
 from variational.calculus import (
-    PROBLEMS, BVPConfig, DirectConfig, Functional, NoExtremalError, NotAMinimumError, Problem, SolveError,
-    check_second_variation, get_problem, graded_mesh, solve, solve_functional)
+    PROBLEMS,
+    BVPConfig,
+    DirectConfig,
+    Functional,
+    NoExtremalError,
+    NotAMinimumError,
+    Problem,
+    SolveError,
+    check_second_variation,
+    get_problem,
+    graded_mesh,
+    solve,
+    solve_functional,
+)
 
 x = sp.Symbol("x")
 y, z = sp.Function("y")(x), sp.Function("z")(x)
@@ -254,3 +266,98 @@ def test_isoperimetric_jacobi_test_separates_minimum_from_saddles():
 
     assert verdicts[2].verdict == "saddle"
     assert verdicts[2].conjugate_point == pytest.approx(brentq(D, 2.0, 2.6), abs=1e-5)  # ODE tolerance 1e-10
+
+
+RESONANT = Functional(y.diff(x) ** 2 - y ** 2, y, x)  # Jacobi field sin x: x = 2 pi is conjugate to 0
+
+
+def test_resonant_end_values_are_refused_not_solved():
+    # y = B sin x never reaches y(2 pi) = 1: solve_bvp "converges" to B ~ 1.5e8, set by its truncation error,
+    # which the refinement test exposes (the curve changes ~15-fold on a mesh twice as fine).
+    with pytest.raises(NoExtremalError, match=r"no smooth extremal with these end values: solving again on a mesh "
+                                              r"twice as fine changes the curve by \d.\de\+0\d relative") as info:
+        solve_functional(RESONANT, (0.0, 2 * math.pi), [0.0], [1.0])
+    assert "\n" not in str(info.value)
+    with pytest.raises(NotAMinimumError, match="unbounded below"):  # the direct method: J falls without bound
+        solve_functional(RESONANT, (0.0, 2 * math.pi), [0.0], [1.0], method="direct")
+
+
+def test_next_to_resonance_the_exact_extremal_is_still_returned():
+    # T = 3.1415 is 9e-5 short of the conjugate point pi: the extremal (x0 sin(T - t) / sin T) is 1.1e4 times
+    # larger than its end values yet genuine, and must pass the refinement test.
+    p = get_problem("harmonic_oscillator", T=3.1415)
+    e = solve(p, "bvp")
+    # Next to resonance the solve is ill-conditioned: errors are solve_bvp's residual (tol 1e-6) amplified by up to
+    # 1/|sin T| = 1.1e4; the refinement change estimates them (measured 3.3e-5, J off by 3.5e-5 relative).
+    assert e.solver["refinement_change"] < 1e-3  # the refusal threshold, sqrt(tol)
+    assert abs(e.J - p.exact_J) < 1e-4 * abs(p.exact_J)
+    assert e.max_error < 1e-4 * np.max(np.abs(e.y))
+
+
+def test_a_lagrangian_undefined_along_the_curve_is_an_error_not_nan():
+    # sqrt(y) is not real for y = -1: solve_bvp converges on the Euler-Lagrange ODE (which has no sqrt), but J is nan.
+    f = Functional("sqrt(y)*sqrt(1+y'^2)", "y", "x")
+    with pytest.raises(SolveError, match=r"J = nan along the bvp curve: the Lagrangian .* is nan at x=0 \(y=-1, "):
+        solve_functional(f, (0.0, 1.0), [-1.0], [-1.0])
+    with pytest.raises(SolveError, match=r"the direct method cannot start: J is not finite along the starting curve"):
+        solve_functional(f, (0.0, 1.0), [-1.0], [-1.0], method="direct")
+
+
+def test_every_returned_extremal_meets_its_end_values_and_is_finite():
+    from variational.calculus.extremal import Extremal
+    from variational.calculus.verify import verify_extremal
+
+    p = get_problem("shortest_path")  # y(0) = 0, y(1) = 1
+    good = Extremal(x=np.linspace(0, 1, 3), y=np.array([[0.0, 0.5, 1.0]]), J=math.sqrt(2), status="stationary",
+                    method="bvp", functions=("y",))
+    assert verify_extremal(p, good, end_tol=1e-9) is good
+    for y_values, J, message in (([[0.0, 0.5, 1.001]], 1.0, r"misses its right end value y = 1 by 0.001"),
+                                 ([[0.0, np.inf, 1.0]], 1.0, "non-finite values"),
+                                 ([[0.0, 0.5, 1.0]], float("nan"), "J = nan")):
+        bad = Extremal(x=good.x, y=np.array(y_values), J=J, status="stationary", method="bvp", functions=("y",))
+        with pytest.raises(SolveError, match=message):
+            verify_extremal(p, bad, end_tol=1e-9)
+
+
+# J = integral y'^2 + 2 c y y' - k^2 y^2 dx: the c term is the null Lagrangian (c y^2)', so for every c the
+# Jacobi equation is u'' + k^2 u = 0 with u = sin(k x) / k, and the first point conjugate to 0 is pi / k:
+# a minimum on (0, L) iff L < pi / k (Gelfand and Fomin 1963, section 26). With c != 0, C = F_yy' = 2c enters
+# the Jacobi system (P H' + C^T H)' = C H' + R H, so a sign slip in a C term moves or loses the conjugate point.
+@pytest.mark.parametrize("c", [0.0, 3.0, -3.0])
+def test_jacobi_field_and_second_variation_sign_against_closed_form(c):
+    k = 2.0
+    f = Functional(y.diff(x) ** 2 + 2 * c * y * y.diff(x) - k ** 2 * y ** 2, y, x)
+    zero = lambda t: (np.zeros((1, np.size(t))), np.zeros((1, np.size(t))))  # noqa: E731  the extremal y = 0
+    short = check_second_variation(f, zero, (0.0, 0.9 * math.pi / k))
+    assert short.verdict == "minimum" and short.conjugate_point is None and short.legendre_min == pytest.approx(2.0)
+    for L in (1.1 * math.pi / k, 3.0):
+        sv = check_second_variation(f, zero, (0.0, L))
+        assert sv.verdict == "saddle"
+        # The test starts at 1e-6 L (a shift the constant-coefficient field carries over exactly); the Jacobi ODE
+        # runs at rtol 1e-6, so 1e-6 absolute on a point of size 1.6 (measured error 2e-9).
+        assert sv.conjugate_point == pytest.approx(math.pi / k + 1e-6 * L, abs=1e-6)
+    # The same verdict through the solver, on the extremal sin(k x) / sin(k L) from y(0) = 0 to y(L) = 1.
+    e = solve_functional(f, (0.0, 1.1 * math.pi / k), [0.0], [1.0])
+    assert e.status == "saddle" and e.second_variation.conjugate_point == pytest.approx(math.pi / k, abs=1e-5)
+
+
+@pytest.mark.parametrize("c", [0.0, 3.0])
+def test_isoperimetric_jacobi_test_with_a_cross_term(c):
+    # min integral y'^2 + 2 c y y' with integral y^2 = 1 on [0, pi], y(0) = y(pi) = 0: the null term changes neither
+    # the extremals sqrt(2/pi) sin(k x) nor J = k^2 nor the conjugate points, but enters the Jacobi system through C.
+    # k = 1 is the minimum; for k = 2 the conjugate point is the root near 2.3 of D (see the test above).
+    def D(t):
+        return -t * t * math.cos(2 * t) / 4 + t * math.sin(2 * t) / 16 - math.cos(2 * t) ** 3 / 32 + math.cos(2 * t) / 32
+    f = Functional(y.diff(x) ** 2 + 2 * c * y * y.diff(x), y, x).with_constraint(y ** 2, 1, "lam")
+    amp = math.sqrt(2 / math.pi)
+    verdicts = {}
+    for k in (1, 2):
+        guess = lambda t, k=k: np.array([amp * np.sin(k * t) + 0.05 * np.sin((k + 1) * t)])  # noqa: E731
+        e = solve_functional(f, (0.0, math.pi), [0.0], [0.0], guess=guess, multiplier_guess=(0.3 - k * k,))
+        assert e.J == pytest.approx(k * k, abs=1e-6)  # solve_bvp tol 1e-6 (measured ~1e-9)
+        verdicts[k] = e.second_variation
+    assert verdicts[1].verdict == "minimum" and verdicts[1].conjugate_point is None
+    assert verdicts[2].verdict == "saddle"
+    # The isoperimetric Jacobi ODE runs at rtol 1e-10, the solved curve is accurate to ~1e-7: 1e-5 is ample
+    # and far below the root's distance from anything a wrong C term produces.
+    assert verdicts[2].conjugate_point == pytest.approx(brentq(D, 2.0, 2.6), abs=1e-5)

@@ -21,11 +21,18 @@ import numpy as np
 import torch
 from scipy.interpolate import CubicSpline
 
-from variational.calculus.extremal import Extremal, NoExtremalError, NotAMinimumError, SolveError
+from variational.calculus.bvp import Solution, solve_bvp_problem
+from variational.calculus.extremal import (
+    Extremal,
+    NoExtremalError,
+    NotAMinimumError,
+    SolveError,
+)
 from variational.calculus.numeric import torch_integrands
 from variational.calculus.problem import Problem, graded_mesh
-from variational.calculus.bvp import Solution, solve_bvp_problem
 from variational.calculus.second_variation import check_second_variation
+from variational.calculus.verify import verify_extremal, where_not_finite
+from variational.errors import ConfigError
 
 __all__ = ["DirectConfig", "solve_direct"]
 
@@ -53,13 +60,13 @@ class DirectConfig:
 
     def __post_init__(self) -> None:
         if self.nodes < 3:
-            raise ValueError(f"nodes: need at least 3, got {self.nodes}")
+            raise ConfigError(f"nodes: need at least 3, got {self.nodes}")
         for name in ("max_iter", "round_iter", "outer"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("grad_tol", "stationary_tol", "constraint_tol", "blowup"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
 
 
 class _Diverged(Exception):
@@ -253,6 +260,7 @@ def solve_direct(problem: Problem, config: DirectConfig = DirectConfig(),
     def objective(y):
         g = torch.stack([disc.integral(fn, y) for fn in disc.ints]) - targets if disc.ints else targets
         return sign * disc.integral(disc.lag, y) + (mu * g).sum() + rho / 2 * (g * g).sum()
+    _check_start(problem, disc, x)
     for _ in range(config.outer if disc.ints else 1):
         try:
             iters += _minimise(disc, z, objective, config, limit, cache)
@@ -278,11 +286,25 @@ def solve_direct(problem: Problem, config: DirectConfig = DirectConfig(),
     return _package(problem, disc, x, z, mu, sign, gap, (iters, rounds), config)
 
 
+def _check_start(problem: Problem, disc: _Discretised, x: np.ndarray) -> None:
+    """L-BFGS needs a finite J to start from: say where the starting curve leaves the Lagrangian's domain."""
+    with torch.no_grad():
+        y0 = disc.curve(disc.z0)
+        values = [disc.integral(fn, y0) for fn in (disc.lag, *disc.ints)]
+    if all(bool(torch.isfinite(v)) for v in values):
+        return
+    y0 = y0.cpu().numpy()
+    spline = CubicSpline(x, y0, axis=1)
+    ext = Extremal(x=x, y=y0, J=float("nan"), status="stationary", method="direct", functions=problem.function_names)
+    where = where_not_finite(problem.functional, lambda t: (spline(t), spline(t, 1)), ext)
+    raise SolveError(problem.advise(f"{problem.name}: the direct method cannot start: J is not finite along the "
+                                    f"starting curve: {where}; pass a guess inside the Lagrangian's domain, if it has one between "
+                                    "these end values"))
+
+
 def _package(problem, disc, x, z, mu, sign, gap, counts, config) -> Solution:
     y = disc.curve(z.detach())
     J = float(disc.integral(disc.lag, y))
-    if not np.isfinite(J):
-        raise SolveError(f"{problem.name}: the direct method ended at a non-finite J")
     if gap.numel() and gap.abs().max() > config.constraint_tol * (1 + max(abs(float(c.value)) for c in
                                                                        problem.functional.constraints)):
         raise SolveError(f"{problem.name}: the augmented Lagrangian left a constraint violation of "
@@ -296,4 +318,7 @@ def _package(problem, disc, x, z, mu, sign, gap, counts, config) -> Solution:
                         solver={"optimizer": "L-BFGS (strong Wolfe)", "nodes": int(x.size), "iterations": counts[0],
                                 "augmented_lagrangian_rounds": counts[1] if disc.ints else 0,
                                 "grading": list(problem.grading)})
-    return Solution(extremal, problem.functional, np.asarray(lam), lambda t: (spline(t), spline(t, 1)))
+    curve = lambda t: (spline(t), spline(t, 1))  # noqa: E731
+    # The end values are imposed exactly (up to rounding in the slopes' cumulative sum).
+    verify_extremal(problem, extremal, end_tol=1e-9, functional=problem.functional, curve=curve)
+    return Solution(extremal, problem.functional, np.asarray(lam), curve)

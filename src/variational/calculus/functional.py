@@ -23,6 +23,7 @@ from sympy.calculus.euler import euler_equations
 from sympy.core.function import AppliedUndef
 
 from variational.calculus.parse import parse_constant, parse_lagrangian
+from variational.errors import ModelError
 
 __all__ = ["Functional", "IntegralConstraint"]
 
@@ -40,9 +41,9 @@ def _as_symbols(variables: sp.Symbol | str | Sequence[sp.Symbol | str]) -> tuple
     items = [variables] if isinstance(variables, (str, sp.Symbol)) else list(variables)
     out = tuple(sp.Symbol(v) if isinstance(v, str) else v for v in items)
     if not out or not all(isinstance(v, sp.Symbol) for v in out):
-        raise ValueError(f"variable: expected one or more SymPy symbols or names, got {variables!r}")
+        raise ModelError(f"variable: expected one or more SymPy symbols or names, got {variables!r}")
     if len(set(out)) != len(out):
-        raise ValueError(f"variable: repeated independent variable in {out}")
+        raise ModelError(f"variable: repeated independent variable in {out}")
     return out
 
 
@@ -53,9 +54,9 @@ def _as_function(f, variables: tuple[sp.Symbol, ...]) -> AppliedUndef:
     if isinstance(f, sp.core.function.UndefinedFunction):
         f = f(*variables)
     if not isinstance(f, AppliedUndef):
-        raise ValueError(f"function: expected an unknown function such as y(x), got {f!r}")
+        raise ModelError(f"function: expected an unknown function such as y(x), got {f!r}")
     if tuple(f.args) != variables:
-        raise ValueError(f"function: {f} must depend on exactly the variables {variables}")
+        raise ModelError(f"function: {f} must depend on exactly the variables {variables}")
     return f
 
 
@@ -66,25 +67,25 @@ def _as_expr(value, functions, variables, what: str) -> sp.Expr:
     try:
         return sp.sympify(value, strict=True)
     except (sp.SympifyError, SyntaxError, TypeError) as e:
-        raise ValueError(f"{what}: cannot read {value!r} as a SymPy expression ({e})") from e
+        raise ModelError(f"{what}: cannot read {value!r} as a SymPy expression ({e})") from e
 
 
 def _check_lagrangian(lagrangian, functions, variables) -> sp.Expr:
     expr = _as_expr(lagrangian, functions, variables, "Lagrangian")
     if not isinstance(expr, sp.Expr):
-        raise ValueError(f"Lagrangian: expected a scalar expression, got {type(expr).__name__}")
+        raise ModelError(f"Lagrangian: expected a scalar expression, got {type(expr).__name__}")
     if expr.has(sp.nan, sp.zoo, sp.oo, -sp.oo):
-        raise ValueError(f"Lagrangian: {expr} contains an infinite or undefined constant")
+        raise ModelError(f"Lagrangian: {expr} contains an infinite or undefined constant")
     unknown = {a for a in expr.atoms(AppliedUndef) if a not in functions}
     if unknown:
-        raise ValueError(f"Lagrangian: unknown functions {sorted(map(str, unknown))} are not in the "
+        raise ModelError(f"Lagrangian: unknown functions {sorted(map(str, unknown))} are not in the "
                          f"declared functions {[str(f) for f in functions]}")
     if not any(expr.has(f) for f in functions):
-        raise ValueError(f"Lagrangian: {expr} contains none of the unknown functions "
+        raise ModelError(f"Lagrangian: {expr} contains none of the unknown functions "
                          f"{[str(f) for f in functions]}, so there is nothing to vary")
     for d in expr.atoms(sp.Derivative):
         if any(v not in variables for v, _ in d.variable_count):
-            raise ValueError(f"Lagrangian: {d} differentiates by a symbol that is not an independent variable")
+            raise ModelError(f"Lagrangian: {d} differentiates by a symbol that is not an independent variable")
     return expr
 
 
@@ -104,10 +105,10 @@ class Functional:
         funcs = functions if isinstance(functions, (list, tuple)) else [functions]
         self.functions = tuple(_as_function(f, self.variables) for f in funcs)
         if len(set(self.functions)) != len(self.functions):
-            raise ValueError(f"function: repeated unknown function in {self.functions}")
+            raise ModelError(f"function: repeated unknown function in {self.functions}")
         clash = sorted({f.func.__name__ for f in self.functions} & {str(v) for v in self.variables})
         if clash:
-            raise ValueError(f"function: {clash} named both as an unknown function and as an independent variable")
+            raise ModelError(f"function: {clash} named both as an unknown function and as an independent variable")
         self.lagrangian = _check_lagrangian(lagrangian, self.functions, self.variables)
         self.constraints = tuple(constraints)
 
@@ -119,7 +120,7 @@ class Functional:
     def variable(self) -> sp.Symbol:
         """The single independent variable (error if there are several)."""
         if len(self.variables) != 1:
-            raise ValueError(f"variable: this needs one independent variable, the functional has {self.variables}")
+            raise ModelError(f"variable: this needs one independent variable, the functional has {self.variables}")
         return self.variables[0]
 
     @property
@@ -142,7 +143,7 @@ class Functional:
         name = multiplier or f"lambda_{len(self.constraints) + 1}"
         lam = sp.Symbol(name) if isinstance(name, str) else name
         if lam in self.multipliers or lam in self.variables:
-            raise ValueError(f"multiplier: the name {lam} is already in use")
+            raise ModelError(f"multiplier: the name {lam} is already in use")
         g = _check_lagrangian(integrand, self.functions, self.variables)
         v = parse_constant(value, "constraint value") if isinstance(value, str) else _as_expr(value, (), (), "value")
         c = IntegralConstraint(g, v, lam)
@@ -180,7 +181,7 @@ class Functional:
         """The Euler-Lagrange (Euler-Poisson, Ostrogradsky for several variables) equations, one per function."""
         eqs = euler_equations(self.augmented(), list(self.functions), list(self.variables))
         if len(eqs) != len(self.functions):  # SymPy drops equations that reduce to 0 = 0
-            raise ValueError("Lagrangian: an Euler-Lagrange equation vanishes identically (a null Lagrangian, "
+            raise ModelError("Lagrangian: an Euler-Lagrange equation vanishes identically (a null Lagrangian, "
                              "e.g. a total derivative such as y y'): every curve is stationary")
         if not simplify:
             return eqs
@@ -195,12 +196,12 @@ class Functional:
         x = self.variable
         tops = [f.diff(x, 2 * self.order(f)) for f in self.functions]
         if any(self.order(f) == 0 for f in self.functions):
-            raise ValueError("Lagrangian: an unknown function appears without its derivative, so its "
+            raise ModelError("Lagrangian: an unknown function appears without its derivative, so its "
                              "Euler-Lagrange equation is algebraic, not a differential equation")
         exprs = [eq.lhs for eq in self.euler_lagrange(simplify=False)]
         a, b = sp.linear_eq_to_matrix(exprs, tops)
         if a.det() == 0:
-            raise ValueError("Lagrangian: the Euler-Lagrange equations do not determine the highest "
+            raise ModelError("Lagrangian: the Euler-Lagrange equations do not determine the highest "
                              "derivatives (degenerate: d2F/df'^2 vanishes identically)")
         sol = a.LUsolve(b)
         return {t: _tidy(s) for t, s in zip(tops, sol)}
@@ -213,9 +214,9 @@ class Functional:
         x = self.variable
         f_aug = self.augmented()
         if self.order() != 1:
-            raise ValueError(f"Beltrami: needs a first-order Lagrangian, this one has order {self.order()}")
+            raise ModelError(f"Beltrami: needs a first-order Lagrangian, this one has order {self.order()}")
         if _depends_explicitly(f_aug, self.functions, x):
-            raise ValueError(f"Beltrami: the Lagrangian {f_aug} depends explicitly on {x}, "
+            raise ModelError(f"Beltrami: the Lagrangian {f_aug} depends explicitly on {x}, "
                              "so F - f' dF/df' is not conserved")
         c = sp.Symbol(constant) if isinstance(constant, str) else constant
         rest = sum((f.diff(x) * f_aug.diff(f.diff(x)) for f in self.functions), sp.S.Zero)

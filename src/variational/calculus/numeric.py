@@ -25,8 +25,9 @@ import torch
 from sympy.calculus.euler import euler_equations
 
 from variational.calculus.functional import Functional
+from variational.errors import ModelError
 
-__all__ = ["CompiledFunctional", "compile_functional", "jet_symbols"]
+__all__ = ["CompiledFunctional", "compile_functional", "jet_symbols", "to_jet", "numpy_fn", "path_lagrangian"]
 
 
 def jet_symbols(functional: Functional, depth: dict | None = None) -> dict:
@@ -49,13 +50,22 @@ def to_jet(expr: sp.Expr, functional: Functional, jets: dict) -> sp.Expr:
     return sp.sympify(expr).subs(reps)
 
 
-def _numpy_fn(expr: sp.Expr, args) -> Callable:
+def numpy_fn(expr: sp.Expr, args) -> Callable:
     """lambdify to NumPy, always returning an array broadcast to the shape of the first argument."""
     f = sp.lambdify(args, expr, modules="numpy")
 
     def call(*a):
         return np.broadcast_to(np.asarray(f(*a), dtype=float), np.shape(a[0]))
     return call
+
+
+def path_lagrangian(functional: Functional) -> Callable:
+    """(x (m,), values (F, m), slopes (F, m)) -> L (m,) along a path, for first-order functionals."""
+    nf = len(functional.functions)
+    jets = jet_symbols(functional, depth={i: 2 for i in range(nf)})
+    args = [functional.variable, *[jets[(i, 0)] for i in range(nf)], *[jets[(i, 1)] for i in range(nf)]]
+    fn = numpy_fn(to_jet(functional.lagrangian, functional, jets), args)
+    return lambda x, values, slopes: fn(x, *values, *slopes)
 
 
 def _torch_fn(expr: sp.Expr, args) -> Callable:
@@ -111,7 +121,7 @@ def compile_functional(functional: Functional) -> CompiledFunctional:
     x = functional.variable
     free = functional.free_parameters()
     if free:
-        raise ValueError(f"parameters: {sorted(map(str, free))} have no value; give them with --param NAME=VALUE "
+        raise ModelError(f"parameters: {sorted(map(str, free))} have no value; give them with --param NAME=VALUE "
                          "or Functional.subs")
     orders = tuple(functional.order(f) for f in functional.functions)
     jets = jet_symbols(functional)
@@ -120,12 +130,12 @@ def compile_functional(functional: Functional) -> CompiledFunctional:
     wrap = _split_args(len(syms))
     tops = functional.highest_derivatives()
     top_exprs = [to_jet(tops[f.diff(x, 2 * n)], functional, jets) for f, n in zip(functional.functions, orders)]
-    top_fns = [_numpy_fn(e, args) for e in top_exprs]
+    top_fns = [numpy_fn(e, args) for e in top_exprs]
     values = tuple(float(sp.sympify(c.value)) for c in functional.constraints)
     return CompiledFunctional(
         functional=functional, orders=orders, state_symbols=syms,
-        lagrangian=wrap(_numpy_fn(to_jet(functional.lagrangian, functional, jets), args)),
-        integrands=[wrap(_numpy_fn(to_jet(c.integrand, functional, jets), args)) for c in functional.constraints],
+        lagrangian=wrap(numpy_fn(to_jet(functional.lagrangian, functional, jets), args)),
+        integrands=[wrap(numpy_fn(to_jet(c.integrand, functional, jets), args)) for c in functional.constraints],
         top=lambda xx, s, p: np.stack([wrap(fn)(xx, s, p) for fn in top_fns], axis=-1),
         values=values)
 
@@ -133,7 +143,7 @@ def compile_functional(functional: Functional) -> CompiledFunctional:
 def torch_integrands(functional: Functional) -> tuple[Callable, list[Callable]]:
     """L and G_k as torch functions of (x, values (F, m), slopes (F, m)), for first-order functionals."""
     if functional.order() != 1:
-        raise ValueError(f"direct method: needs a first-order Lagrangian, this one has order {functional.order()}; "
+        raise ModelError(f"direct method: needs a first-order Lagrangian, this one has order {functional.order()}; "
                          "use the bvp method")
     jets = jet_symbols(functional, depth={i: 2 for i in range(len(functional.functions))})
     nf = len(functional.functions)
@@ -156,7 +166,7 @@ def second_variation_coefficients(functional: Functional) -> Callable:
     d = [jets[(i, 1)] for i in range(nf)]
     lag = to_jet(functional.augmented(), functional, jets)
     args = [functional.variable, *v, *d, *functional.multipliers]
-    blocks = [[[_numpy_fn(sp.diff(lag, a, b), args) for b in bs] for a in as_] for as_, bs in ((d, d), (v, d), (v, v))]
+    blocks = [[[numpy_fn(sp.diff(lag, a, b), args) for b in bs] for a in as_] for as_, bs in ((d, d), (v, d), (v, v))]
 
     def coefficients(x, values, slopes, p=()):
         evals = [np.stack([np.stack([fn(x, *values, *slopes, *p) for fn in row], -1) for row in blk], -2)
@@ -172,12 +182,12 @@ def constraint_first_variation(functional: Functional) -> Callable:
     is replaced by the solved Euler-Lagrange equation of L + lambda G, so slopes suffice.
     """
     if len(functional.functions) != 1 or len(functional.constraints) != 1:
-        raise ValueError("the isoperimetric Jacobi test handles one function and one constraint")
+        raise ModelError("the isoperimetric Jacobi test handles one function and one constraint")
     f, x = functional.functions[0], functional.variable
     jets = jet_symbols(functional, depth={0: 3})
     g = functional.constraints[0].integrand
     psi = euler_equations(g, [f], [x])[0].lhs if euler_equations(g, [f], [x]) else sp.S.Zero
     top = functional.highest_derivatives()[f.diff(x, 2)]
     expr = to_jet(sp.sympify(psi).subs(f.diff(x, 2), top), functional, jets)
-    fn = _numpy_fn(expr, [x, jets[(0, 0)], jets[(0, 1)], *functional.multipliers])
+    fn = numpy_fn(expr, [x, jets[(0, 0)], jets[(0, 1)], *functional.multipliers])
     return lambda xx, v, d, p=(): fn(xx, *v, *d, *p)

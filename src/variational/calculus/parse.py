@@ -21,6 +21,7 @@ from __future__ import annotations
 import builtins
 import io
 import keyword
+import math
 import re
 import tokenize
 from typing import Sequence
@@ -28,7 +29,9 @@ from typing import Sequence
 import sympy as sp
 from sympy.parsing.sympy_parser import convert_xor, parse_expr, standard_transformations
 
-__all__ = ["FUNCTIONS", "parse_lagrangian", "parse_constant"]
+from variational.errors import ModelError
+
+__all__ = ["FUNCTIONS", "check_names", "parse_lagrangian", "parse_constant"]
 
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*'*")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*\Z")
@@ -38,21 +41,23 @@ FUNCTIONS = {name: getattr(sp, name) for name in (
     "sinh", "cosh", "tanh", "coth", "asinh", "acosh", "atanh", "Abs", "sign", "erf", "gamma", "Heaviside",
     "Min", "Max", "Derivative", "diff")} | {"ln": sp.log, "abs": sp.Abs, "min": sp.Min, "max": sp.Max}
 _CONSTANTS = {"pi": sp.pi, "E": sp.E, "I": sp.I}
-# What SymPy's own transformations write into the text (auto_symbol, auto_number); not for users.
+# What SymPy's own transformations write into the text (auto_symbol, auto_number, and the operators
+# as calls when it parses with evaluate=False); not for users.
 _MACHINERY = {"Symbol": sp.Symbol, "Function": sp.Function, "Integer": sp.Integer, "Float": sp.Float,
-              "Rational": sp.Rational}
+              "Rational": sp.Rational, "Add": sp.Add, "Mul": sp.Mul, "Pow": sp.Pow}
 _OPERATORS = {"+", "-", "*", "/", "**", "^", "(", ")", ","}
 _SKIP = {tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.INDENT, tokenize.DEDENT}
 
 
-def _check_names(functions: Sequence[str], variables: Sequence[str], what: str) -> None:
+def check_names(functions: Sequence[str], variables: Sequence[str], what: str) -> None:
+    """ModelError unless the names can be unknown functions and independent variables (and differ)."""
     for name in (*functions, *variables):
         if not _NAME.match(name) or name in _CONSTANTS or name in FUNCTIONS or _reserved(name):
-            raise ValueError(f"{what}: {name!r} cannot name a function or variable (use letters and digits, "
+            raise ModelError(f"{what}: {name!r} cannot name a function or variable (use letters and digits, "
                              "starting with a letter, and no math function, constant or Python builtin)")
     both = sorted(set(functions) & set(variables))
     if both:
-        raise ValueError(f"{what}: {both} named both as an unknown function and as an independent variable")
+        raise ModelError(f"{what}: {both} named both as an unknown function and as an independent variable")
 
 
 def _reserved(name: str) -> bool:
@@ -64,7 +69,7 @@ def _check_tokens(source: str, allowed: set[str], what: str, text: str) -> None:
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
     except (tokenize.TokenError, SyntaxError) as e:
-        raise ValueError(f"{what}: cannot parse {text!r} ({e})") from None
+        raise ModelError(f"{what}: cannot parse {_quote(text)} ({e})") from None
     for tok in tokens:
         kind, value = tok.type, tok.string
         if kind in _SKIP or kind == tokenize.NUMBER:
@@ -78,7 +83,19 @@ def _check_tokens(source: str, allowed: set[str], what: str, text: str) -> None:
                "strings are not allowed" if kind == tokenize.STRING else
                "names may not start with '_'" if value.startswith("_") else
                "a Python keyword or builtin, not a math name" if kind == tokenize.NAME else "not allowed")
-        raise ValueError(f"{what}: {value!r} in {text!r}: {why}")
+        raise ModelError(f"{what}: {value!r} in {_quote(text)}: {why}")
+
+
+# Bounds on what the text may ask SymPy to compute: `2**2**40` is a number of 3e11 digits (gigabytes,
+# and no return), gamma(10**9) a factorial, `(1 + y')^1000` a polynomial SymPy expands when it
+# simplifies the Euler-Lagrange equation (7 s at 1000, 0.4 s at 100). No Lagrangian needs more.
+MAX_LENGTH = 2000   # characters of text
+MAX_NODES = 2000    # nodes of the expression tree
+MAX_DIGITS = 100    # decimal digits of an exact number (integer, numerator or denominator)
+MAX_MAGNITUDE = 300  # |log10| of a number computed from constants (float64 ends near 1e308)
+MAX_POWER = 100     # |exponent| of a power of an expression that holds symbols or unknown functions
+MAX_ORDER = 8       # order of a derivative
+MAX_GAMMA = 171     # gamma(n) above this overflows float64, and SymPy would compute n! exactly
 
 
 def _parse(source: str, local: dict, what: str, text: str) -> sp.Expr:
@@ -86,13 +103,90 @@ def _parse(source: str, local: dict, what: str, text: str) -> sp.Expr:
     _check_tokens(source, allowed, what, text)
     namespace = {"__builtins__": {}} | _MACHINERY | FUNCTIONS | _CONSTANTS
     try:
-        expr = parse_expr(source, local_dict=dict(local), global_dict=namespace,
+        # evaluate=False: the text's arithmetic is done by _bounded, which refuses huge results before
+        # SymPy computes them.
+        tree = parse_expr(source, local_dict=dict(local), global_dict=namespace, evaluate=False,
                           transformations=standard_transformations + (convert_xor,))
     except Exception as e:  # SymPy raises many types (TokenError, SyntaxError, TypeError...) for bad text
-        raise ValueError(f"{what}: cannot parse {text!r} ({type(e).__name__}: {e})".replace("\n", " ")) from None
+        raise ModelError(f"{what}: cannot parse {_quote(text)} ({type(e).__name__}: {e})".replace("\n", " ")) from None
+    if not isinstance(tree, sp.Expr):
+        raise ModelError(f"{what}: {_quote(text)} is not a scalar expression")
+    try:
+        expr = _bounded(tree, [0], what, text)
+    except ModelError:
+        raise
+    except RecursionError:
+        raise ModelError(f"{what}: {_quote(text)} is nested too deeply") from None
+    except Exception as e:  # evaluating a well-formed tree can still fail in SymPy (say, a function of a matrix)
+        raise ModelError(f"{what}: cannot evaluate {_quote(text)} ({type(e).__name__}: {e})".replace("\n", " ")) from None
     if not isinstance(expr, sp.Expr):
-        raise ValueError(f"{what}: {text!r} is not a scalar expression")
+        raise ModelError(f"{what}: {_quote(text)} is not a scalar expression")
     return expr
+
+
+def _bounded(node: sp.Basic, count: list[int], what: str, text: str) -> sp.Basic:
+    """Evaluate the unevaluated tree bottom up, refusing (ModelError) what breaks the limits above."""
+    count[0] += 1
+    if count[0] > MAX_NODES:
+        raise ModelError(f"{what}: {_quote(text)} is too large (more than {MAX_NODES} terms)")
+    if not node.args:
+        _check_number(node, what, text)
+        return node
+    args = [_bounded(a, count, what, text) for a in node.args]
+    if node.func is sp.Pow:
+        _check_power(*args, what, text)
+    elif node.func is sp.gamma and args[0].is_Number and abs(args[0]) > MAX_GAMMA:
+        raise ModelError(f"{what}: gamma({args[0]}) in {_quote(text)}: arguments above {MAX_GAMMA} overflow float64")
+    elif isinstance(node, sp.Derivative) and node.derivative_count > MAX_ORDER:
+        raise ModelError(f"{what}: a derivative of order {node.derivative_count} in {_quote(text)}: at most {MAX_ORDER}")
+    out = node.func(*args)
+    _check_number(out, what, text)
+    return out
+
+
+def _check_power(base: sp.Basic, exponent: sp.Basic, what: str, text: str) -> None:
+    if not exponent.is_Number:
+        return
+    if not base.is_number:
+        if abs(exponent) > MAX_POWER:
+            raise ModelError(f"{what}: the power ({base})**{exponent} in {_quote(text)} has an exponent beyond "
+                             f"+-{MAX_POWER}, the limit for powers of the unknowns and parameters")
+        return
+    size = _magnitude(base)
+    if size is None or size == 0 or exponent == 0:
+        return
+    digits = abs(float(exponent)) * size if abs(exponent) < 1e300 else math.inf
+    if digits > MAX_MAGNITUDE:
+        raise ModelError(f"{what}: the number ({base})**{exponent} in {_quote(text)} has about {digits:.3g} digits: "
+                         f"constants are limited to 1e+-{MAX_MAGNITUDE}")
+
+
+def _magnitude(value: sp.Basic) -> float | None:
+    """|log10 |value|| of a constant (None when it is zero, not finite or cannot be evaluated)."""
+    if isinstance(value, sp.Rational):  # exact, and the digits are bounded: no evalf needed
+        return None if value == 0 else abs(math.log10(abs(value.p)) - math.log10(value.q))
+    try:
+        size = sp.Abs(value).evalf(15)  # a SymPy Float keeps any exponent: 1e400 does not overflow here
+        return abs(float(sp.log(size) / math.log(10))) if size.is_Float and size != 0 else None
+    except (TypeError, ValueError, ArithmeticError):
+        return None
+
+
+def _check_number(value: sp.Basic, what: str, text: str) -> None:
+    """Exact numbers of at most MAX_DIGITS digits; other constants within 1e+-MAX_MAGNITUDE."""
+    if isinstance(value, sp.Rational):
+        if max(abs(value.p), value.q).bit_length() > MAX_DIGITS * math.log2(10):
+            raise ModelError(f"{what}: {_quote(text)} holds or makes a number of more than {MAX_DIGITS} digits")
+    elif value.is_number and not value.free_symbols:
+        size = _magnitude(value)
+        if size is not None and size > MAX_MAGNITUDE:
+            raise ModelError(f"{what}: {_quote(text)} holds or makes the constant {value.evalf(3)}, beyond "
+                             f"1e+-{MAX_MAGNITUDE}")
+
+
+def _quote(text: str) -> str:
+    """repr of the user's text, shortened to keep error messages to one readable line."""
+    return repr(text) if len(text) <= 80 else repr(text[:77] + "...")
 
 
 def _split_subscript(suffix: str, variables: Sequence[str]) -> list[str] | None:
@@ -112,16 +206,16 @@ def _rewrite(token: str, following: str, functions, variables, what: str) -> str
     """Replace one identifier by SymPy text for the function or derivative it denotes."""
     name, primes = token.rstrip("'"), len(token) - len(token.rstrip("'"))
     if name.startswith("_"):
-        raise ValueError(f"{what}: {name!r}: names may not start with '_'")
+        raise ModelError(f"{what}: {name!r}: names may not start with '_'")
     args = ", ".join(variables)
     if name in functions:
         if primes == 0:
             return token if following.lstrip().startswith("(") else f"{name}({args})"
         if len(variables) != 1:
-            raise ValueError(f"{what}: {token} needs one independent variable; write {name}_x for partials")
+            raise ModelError(f"{what}: {token} needs one independent variable; write {name}_x for partials")
         return f"diff({name}({args}), {variables[0]}, {primes})"
     if primes:
-        raise ValueError(f"{what}: {token!r}: primes are only allowed on the unknown functions {list(functions)}")
+        raise ModelError(f"{what}: {token!r}: primes are only allowed on the unknown functions {list(functions)}")
     base, _, suffix = name.partition("_")
     parts = _split_subscript(suffix, variables) if base in functions and suffix else None
     if parts:
@@ -129,13 +223,21 @@ def _rewrite(token: str, following: str, functions, variables, what: str) -> str
     return token
 
 
+def _check_length(text: str, what: str) -> None:
+    if not isinstance(text, str):
+        raise ModelError(f"{what}: expected text, got {type(text).__name__}")
+    if not text.strip():
+        raise ModelError(f"{what}: empty expression")
+    if len(text) > MAX_LENGTH:
+        raise ModelError(f"{what}: {len(text)} characters; expressions are limited to {MAX_LENGTH}")
+
+
 def parse_lagrangian(text: str, functions: Sequence[str], variables: Sequence[str],
                      what: str = "Lagrangian") -> sp.Expr:
     """SymPy expression for `text`, with the notation above; ValueError (one line, starting with
     `what`, e.g. the option's name) says what is wrong. Safe on untrusted text (module docstring)."""
-    if not text or not text.strip():
-        raise ValueError(f"{what}: empty expression")
-    _check_names(functions, variables, what)
+    _check_length(text, what)
+    check_names(functions, variables, what)
     pieces, last = [], 0
     for m in _TOKEN.finditer(text):
         pieces += [text[last:m.start()], _rewrite(m.group(), text[m.end():], functions, variables, what)]
@@ -152,8 +254,7 @@ def parse_constant(text: str, what: str = "value") -> sp.Expr:
         >>> parse_constant("2*pi")
         2*pi
     """
-    if not text or not text.strip():
-        raise ValueError(f"{what}: empty expression")
+    _check_length(text, what)
     if "'" in text:
-        raise ValueError(f"{what}: {text!r}: a constant has no derivatives (')")
+        raise ModelError(f"{what}: {_quote(text)}: a constant has no derivatives (')")
     return _parse(text.strip(), {}, what, text)

@@ -20,6 +20,7 @@ import sympy as sp
 from sympy.core.function import AppliedUndef
 
 from variational.calculus.functional import Functional
+from variational.errors import ConfigError
 
 __all__ = ["Problem", "Substitution", "graded_mesh"]
 
@@ -81,29 +82,29 @@ class Problem:
     def __post_init__(self) -> None:
         a, b = (float(v) for v in self.interval)
         if not (math.isfinite(a) and math.isfinite(b) and a < b):
-            raise ValueError(f"interval: need finite a < b, got {self.interval}")
+            raise ConfigError(f"interval: need finite a < b, got {self.interval}")
         self.interval = (a, b)
         if self.sense not in ("min", "max"):
-            raise ValueError(f"sense: expected 'min' or 'max', got {self.sense!r}")
+            raise ConfigError(f"sense: expected 'min' or 'max', got {self.sense!r}")
         if len(self.multiplier_guess) != len(self.functional.constraints):
-            raise ValueError(f"multiplier_guess: {len(self.functional.constraints)} constraint(s) need as many "
+            raise ConfigError(f"multiplier_guess: {len(self.functional.constraints)} constraint(s) need as many "
                              f"multiplier guesses, got {len(self.multiplier_guess)}")
         if min(self.grading) < 1.0:
-            raise ValueError(f"grading: exponents must be >= 1, got {self.grading}")
+            raise ConfigError(f"grading: exponents must be >= 1, got {self.grading}")
         for side, conds in (("left", self.left), ("right", self.right)):
             self._check_side(side, conds)
 
     def _check_side(self, side: str, conds) -> None:
         if len(conds) != self.n_functions:
-            raise ValueError(f"{side}: expected conditions for {self.n_functions} function(s), got {len(conds)}")
+            raise ConfigError(f"{side}: expected conditions for {self.n_functions} function(s), got {len(conds)}")
         for f, c in zip(self.functional.functions, conds):
             n = self.functional.order(f)
             if len(c) != n:
-                raise ValueError(f"{side}: {f} has order {n}, so give {n} end value(s) (f, f', ...), got {len(c)}")
+                raise ConfigError(f"{side}: {f} has order {n}, so give {n} end value(s) (f, f', ...), got {len(c)}")
             if any(v is None for v in c) and n != 1:
-                raise ValueError(f"{side}: free end conditions (None) need a first-order Lagrangian")
+                raise ConfigError(f"{side}: free end conditions (None) need a first-order Lagrangian")
             if any(v is not None and not math.isfinite(v) for v in c):
-                raise ValueError(f"{side}: end values must be finite, got {c}")
+                raise ConfigError(f"{side}: end values must be finite, got {c}")
 
     def advise(self, message: str) -> str:
         """A solver's failure message, with the problem's hint appended when it has one."""
@@ -124,7 +125,7 @@ def graded_mesh(a: float, b: float, n: int, grading: tuple[float, float] = (1.0,
     Example: graded_mesh(0, 1, 3, (2, 1)) -> [0, 0.25, 1].
     """
     if n < 3:
-        raise ValueError(f"nodes: need at least 3 mesh points, got {n}")
+        raise ConfigError(f"nodes: need at least 3 mesh points, got {n}")
     s = np.linspace(0.0, 1.0, n)
     p, q = grading
     if q == 1.0:

@@ -18,8 +18,9 @@ from scipy.integrate import quad
 from scipy.optimize import brentq
 
 from variational.calculus.functional import Functional
-from variational.calculus.numeric import _numpy_fn, jet_symbols, to_jet
+from variational.calculus.numeric import path_lagrangian
 from variational.calculus.problem import Problem, Substitution
+from variational.errors import ConfigError
 
 __all__ = ["PROBLEMS", "ProblemSpec", "get_problem", "register_problem"]
 
@@ -48,15 +49,15 @@ def register_problem(name: str, summary: str, **defaults: float):
 def get_problem(name: str, **params: float) -> Problem:
     """The named problem with some parameters changed; ValueError names an unknown problem or parameter."""
     if name not in PROBLEMS:
-        raise ValueError(f"problem: unknown problem {name!r}; choose one of {sorted(PROBLEMS)}")
+        raise ConfigError(f"problem: unknown problem {name!r}; choose one of {sorted(PROBLEMS)}")
     spec = PROBLEMS[name]
     bad = sorted(set(params) - set(spec.defaults))
     if bad:
-        raise ValueError(f"param: {name} has no parameter {bad}; its parameters are {sorted(spec.defaults)}")
+        raise ConfigError(f"param: {name} has no parameter {bad}; its parameters are {sorted(spec.defaults)}")
     values = {**spec.defaults, **{k: float(v) for k, v in params.items()}}
     for k, v in values.items():
         if not math.isfinite(v):
-            raise ValueError(f"param: {k} must be finite, got {v}")
+            raise ConfigError(f"param: {k} must be finite, got {v}")
     problem = spec.factory(**values)
     problem.params = values
     return problem
@@ -64,18 +65,17 @@ def get_problem(name: str, **params: float) -> Problem:
 
 def path_value(functional: Functional, values: Callable, slopes: Callable, interval) -> float:
     """J along a given first-order path y = values(x), y' = slopes(x), by adaptive quadrature."""
-    nf = len(functional.functions)
-    jets = jet_symbols(functional, depth={i: 2 for i in range(nf)})
-    args = [functional.variable, *[jets[(i, 0)] for i in range(nf)], *[jets[(i, 1)] for i in range(nf)]]
-    lag = _numpy_fn(to_jet(functional.lagrangian, functional, jets), args)
-    point = lambda t: float(lag(np.array([t]), *np.atleast_2d(values(np.array([t]))),  # noqa: E731
-                                *np.atleast_2d(slopes(np.array([t]))))[0])
+    lag = path_lagrangian(functional)
+
+    def point(t):
+        at = np.array([t])
+        return float(lag(at, np.atleast_2d(values(at)), np.atleast_2d(slopes(at)))[0])
     return quad(point, *interval, limit=400, epsabs=1e-12, epsrel=1e-10)[0]
 
 
 def _require(cond: bool, message: str) -> None:
     if not cond:
-        raise ValueError(message)
+        raise ConfigError(message)
 
 
 # ---------------------------------------------------------------- brachistochrone

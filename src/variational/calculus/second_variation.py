@@ -25,6 +25,7 @@ from scipy.integrate import solve_ivp
 from variational.calculus.extremal import SecondVariation
 from variational.calculus.functional import Functional
 from variational.calculus.numeric import second_variation_coefficients
+from variational.errors import SolveError
 
 __all__ = ["check_second_variation", "legendre", "conjugate_point", "isoperimetric_conjugate_point"]
 
@@ -60,7 +61,7 @@ def conjugate_point(coeffs: Callable, curve: Curve, start: float, end: float, p=
     z0 = np.concatenate([np.zeros(n * n), P0.ravel()])
     sol = solve_ivp(rhs, (start, end), z0, events=event, rtol=1e-6, atol=1e-9, max_step=(end - start) / 50)
     if sol.status == -1 or not np.all(np.isfinite(sol.y)):
-        raise ValueError(f"Jacobi equation: integration failed ({sol.message})")
+        raise SolveError(f"Jacobi equation: integration failed ({sol.message})")
     hits = sol.t_events[0]
     return float(hits[0]) if len(hits) else None
 
@@ -103,7 +104,7 @@ def isoperimetric_conjugate_point(functional: Functional, coeffs: Callable, curv
     sol = solve_ivp(rhs, (start, end), [0.0, P0, 0.0, 0.0, 0.0, 0.0], rtol=1e-10, atol=1e-300, events=event,
                     max_step=(end - start) / 50)
     if sol.status == -1 or not np.all(np.isfinite(sol.y)):
-        raise ValueError(f"Jacobi equation: integration failed ({sol.message})")
+        raise SolveError(f"Jacobi equation: integration failed ({sol.message})")
     hits = sol.t_events[0]
     return float(hits[0]) if len(hits) else None
 
