@@ -1,11 +1,11 @@
-"""Atomic, pickle-free persistence (variational.io; variational.checkpoint re-exports it)."""
+"""Atomic, pickle-free persistence (variational.io)."""
 
 import pickle
 
 import pytest
 import torch
 
-from variational.errors import CheckpointError
+from variational.errors import CheckpointError, OutputError
 from variational.io import (
     atomic_write,
     dumps_json,
@@ -86,5 +86,5 @@ def test_json_is_strict_nan_becomes_null(tmp_path):
 def test_unwritable_target_is_one_checkpoint_error_naming_it(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(CheckpointError, match="cannot write .*file/sub/x.json"):
+    with pytest.raises(OutputError, match="cannot write .*file/sub/x.json"):
         save_json(blocker / "sub" / "x.json", {})

@@ -16,6 +16,7 @@ __all__ = [
     "DataError",
     "CheckpointError",
     "RunLockedError",
+    "OutputError",
     "ModelError",
     "SolveError",
     "FitError",
@@ -40,6 +41,10 @@ class CheckpointError(VariationalError, ValueError):
 
 class RunLockedError(VariationalError):
     """A run directory already has a writer (another training or resume process)."""
+
+
+class OutputError(VariationalError, OSError):
+    """An output path that cannot be written (no permission, a file where a folder should be, disk full)."""
 
 
 class ModelError(VariationalError, ValueError):

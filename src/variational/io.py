@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from variational.errors import CheckpointError
+from variational.errors import CheckpointError, OutputError
 
 __all__ = [
     "atomic_write",
@@ -53,7 +53,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     except OSError as e:
-        raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from None
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
     os.close(fd)
     try:
         write(tmp)
@@ -64,9 +64,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         _fault_point("rename")
         os.replace(tmp, path)
         _fsync_dir(path.parent)  # make the rename itself durable
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not isinstance(e, OutputError):  # disk full, permissions
+            raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
         raise
     return path
 

@@ -28,7 +28,7 @@ import numpy as np
 from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.figure import Figure
 
-from variational.checkpoint import atomic_write
+from variational.io import atomic_write
 from variational.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -59,11 +59,9 @@ def save(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
     if fmt not in supported:
         raise ConfigError(f"cannot write a picture as {path.name!r}: unknown format {fmt!r}; "
                           f"use one of {', '.join(sorted(supported))}")
-    try:
-        # The temporary file's own suffix is .tmp, so the format is passed, not inferred.
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
-    except OSError as e:
-        raise ConfigError(f"cannot write picture {path}: {e.strerror or e}") from e
+    # The temporary file's own suffix is .tmp, so the format is passed, not inferred. An unwritable
+    # path is an OutputError from atomic_write.
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
 
 
 def _finish(fig: Figure, path: str | Path | None, dpi: int = DPI) -> Figure:

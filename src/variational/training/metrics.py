@@ -17,7 +17,7 @@ import json
 import os
 from pathlib import Path
 
-from variational.errors import CheckpointError
+from variational.errors import CheckpointError, OutputError
 from variational.io import atomic_write, dumps_json
 
 __all__ = ["METRICS", "MetricsLog"]
@@ -39,7 +39,7 @@ class MetricsLog:
             with open(self.path, "a") as f:
                 f.write(dumps_json(row) + "\n")
         except OSError as e:
-            raise CheckpointError(f"cannot write {self.path}: {e.strerror or e}") from None
+            raise OutputError(f"cannot write {self.path}: {e.strerror or e}") from None
 
     def read(self) -> list[dict]:
         if not self.path.exists():
