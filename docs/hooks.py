@@ -1,0 +1,179 @@
+"""MkDocs hook: the CLI and API reference pages, generated at build time so they cannot drift.
+
+- `reference/cli.md` walks `variational.cli.build_parser()` and its sub-parsers: every command's
+  usage, arguments and examples (the parser's epilog). A command another front end registers
+  appears without any change here.
+- `reference/api/<package>.md` lists the public names (`__all__`) of each public package and
+  points mkdocstrings at the module that defines each one, found by importing the package now.
+  Modules inside the packages move; the packages and their `__all__` are the contract.
+
+The worktree's `src/` goes first on `sys.path`, so the pages describe this checkout's code even
+when another copy of the package is installed in the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import html
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+from mkdocs.structure.files import File
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+sys.path.insert(0, str(SRC))
+
+# The public packages, in the order their pages appear. A name exported by several of them is
+# rendered once, on the page of the package that defines it, and linked from the others.
+PACKAGES = {
+    "variational.core": "Objectives, variational families and diagnostics shared by VI and the VAE.",
+    "variational.vi": "General variational inference for a log joint density.",
+    "variational.vae": "Variational autoencoders: configuration, training, evaluation.",
+    "variational.calculus": "The calculus of variations: functionals, Euler-Lagrange equations, extremals.",
+    "variational.data": "Image datasets: IDX files, scikit-learn digits, numpy arrays.",
+    "variational.errors": "The errors a user can act on; the command line prints them as one line.",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI reference
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argparse.ArgumentParser]]:
+    """(name, one-line help, parser) of each sub-command, in registration order."""
+    out = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help or "" for a in action._choices_actions}
+            out += [(name, helps.get(name, ""), sub) for name, sub in action.choices.items()]
+    return out
+
+
+def _cell(text: str) -> str:
+    """Help text as a Markdown table cell: no HTML, emphasis or column breaks from it."""
+    text = html.escape(text, quote=False).replace("|", "&#124;")
+    return re.sub(r"([*_\\])", r"\\\1", text)
+
+
+def _argument_rows(parser: argparse.ArgumentParser) -> list[str]:
+    formatter = parser._get_formatter()
+    rows = []
+    for action in parser._actions:
+        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+            continue
+        if action.option_strings:
+            metavar = "" if action.nargs == 0 else f" {action.metavar or action.dest.upper()}"
+            name = ", ".join(f"`{s}{metavar}`" for s in action.option_strings)
+        else:
+            name = f"`{action.metavar or action.dest}`"
+        text = _cell(formatter._expand_help(action)) if action.help else ""  # expands %(default)s
+        if action.choices and not isinstance(action.choices, dict):
+            text += (" " if text else "") + "One of " + ", ".join(f"`{c}`" for c in action.choices) + "."
+        if (action.default not in (None, False, [], argparse.SUPPRESS) and action.option_strings
+                and "default" not in text.lower()):
+            text += f" Default `{action.default}`."
+        if getattr(action, "nargs", None) == argparse.ZERO_OR_MORE or isinstance(action, argparse._AppendAction):
+            text += " Repeatable."
+        rows.append(f"| {name} | {text} |")
+    return rows
+
+
+def _command_section(path: list[str], parser: argparse.ArgumentParser, summary: str) -> list[str]:
+    level = "#" * min(len(path) + 1, 4)
+    lines = [f"{level} `{' '.join(path)}`", ""]
+    if summary:
+        lines += [summary[0].upper() + summary[1:] + ".", ""]
+    if parser.description and parser.description.rstrip(".") != summary:
+        lines += [parser.description, ""]
+    # argparse wraps the usage under its "usage: " prefix; re-wrap it for a page
+    usage = " ".join(parser.format_usage().removeprefix("usage: ").split())
+    usage = textwrap.fill(usage, width=96, subsequent_indent="    ", break_on_hyphens=False, break_long_words=False)
+    lines += ["```text", usage, "```", ""]
+    rows = _argument_rows(parser)
+    if rows:
+        lines += ["| argument | meaning |", "|---|---|", *rows, ""]
+    if parser.epilog:
+        lines += ["```text", parser.epilog.strip("\n"), "```", ""]
+    for name, help_text, sub in _subcommands(parser):
+        lines += _command_section([*path, name], sub, help_text)
+    return lines
+
+
+def cli_reference() -> str:
+    from variational.cli import build_parser
+
+    parser = build_parser()
+    lines = [
+        "# Command-line reference",
+        "",
+        "Generated from the argument parser (`variational.cli.build_parser()`) when the site is built,",
+        "so it lists exactly the commands and options of this version. Every command also answers",
+        "`--help`. Errors end with one line `variational: error: ...` and exit status 2 (see",
+        "[Errors and exit statuses](../errors.md)).",
+        "",
+    ]
+    lines += _command_section(["variational"], parser, "")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# API reference
+
+
+def _identifier(package: str, name: str, obj: object) -> str:
+    """The dotted path mkdocstrings should render for `package.name`."""
+    if inspect.ismodule(obj):
+        return obj.__name__
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if (inspect.isclass(obj) or inspect.isfunction(obj)) and module and qualname and "<" not in qualname:
+        return f"{module}.{qualname}"
+    home = getattr(importlib.import_module(package), "_HOME", {})  # lazy packages map names to modules
+    if name in home:
+        return f"{package}.{home[name]}.{name}"
+    return f"{package}.{name}"  # a constant imported eagerly: griffe follows the import
+
+
+def _owner(identifier: str) -> str | None:
+    """The public package whose pages render `identifier` (the longest prefix)."""
+    owners = [p for p in PACKAGES if identifier == p or identifier.startswith(p + ".")]
+    return max(owners, key=len) if owners else None
+
+
+def api_reference(package: str) -> str:
+    pkg = importlib.import_module(package)
+    short = package.split(".")[-1]
+    lines = [f"# `{package}`", "", PACKAGES[package], "", f"```python\nfrom variational import {short}\n```", ""]
+    doc = inspect.getdoc(pkg)
+    if doc:
+        # the package docstring's first paragraph; its examples belong to the guides and doctests
+        lines += [doc.split("\n\n")[0], ""]
+    for name in pkg.__all__:
+        obj = getattr(pkg, name)
+        ident = _identifier(package, name, obj)
+        owner = _owner(ident)
+        if owner and owner != package and name in getattr(importlib.import_module(owner), "__all__", ()):
+            lines += [f"## `{name}`", "", f"The same object as [`{owner}.{name}`][{ident}].", ""]
+            continue
+        options = ["    options:", "      show_root_heading: true", "      show_root_full_path: false",
+                   "      heading_level: 2"]
+        if inspect.ismodule(obj):
+            options += ["      members: false"]
+        lines += [f"::: {ident}", *options, ""]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# MkDocs events
+
+
+def on_files(files, config):
+    pages = {"reference/cli.md": cli_reference()}
+    for package in PACKAGES:
+        pages[f"reference/api/{package.split('.')[-1]}.md"] = api_reference(package)
+    for uri, content in pages.items():
+        files.append(File.generated(config, uri, content=content))
+    return files
