@@ -14,9 +14,9 @@ when another copy of the package is installed in the environment.
 from __future__ import annotations
 
 import argparse
+import html
 import importlib
 import inspect
-import html
 import re
 import sys
 import textwrap
@@ -73,8 +73,11 @@ def _argument_rows(parser: argparse.ArgumentParser) -> list[str]:
         text = _cell(formatter._expand_help(action)) if action.help else ""  # expands %(default)s
         if action.choices and not isinstance(action.choices, dict):
             text += (" " if text else "") + "One of " + ", ".join(f"`{c}`" for c in action.choices) + "."
-        if (action.default not in (None, False, [], argparse.SUPPRESS) and action.option_strings
-                and "default" not in text.lower()):
+        if (
+            action.default not in (None, False, [], argparse.SUPPRESS)
+            and action.option_strings
+            and "default" not in text.lower()
+        ):
             text += f" Default `{action.default}`."
         if getattr(action, "nargs", None) == argparse.ZERO_OR_MORE or isinstance(action, argparse._AppendAction):
             text += " Repeatable."
@@ -158,8 +161,12 @@ def api_reference(package: str) -> str:
         if owner and owner != package and name in getattr(importlib.import_module(owner), "__all__", ()):
             lines += [f"## `{name}`", "", f"The same object as [`{owner}.{name}`][{ident}].", ""]
             continue
-        options = ["    options:", "      show_root_heading: true", "      show_root_full_path: false",
-                   "      heading_level: 2"]
+        options = [
+            "    options:",
+            "      show_root_heading: true",
+            "      show_root_full_path: false",
+            "      heading_level: 2",
+        ]
         if inspect.ismodule(obj):
             options += ["      members: false"]
         lines += [f"::: {ident}", *options, ""]

@@ -35,6 +35,7 @@ NOT_RUN = {
     ".venv/bin/pip install": "installs packages; the test environment is already installed",
     ".venv/bin/mkdocs serve": "serves the site until interrupted; `make docs` builds it",
     "torchrun ": "starts several processes; tests/vae/test_distributed.py runs the torchrun path",
+    "python examples/calculus_problems.py": "solves every problem both ways (20 s); the guide runs each method",
     "python bench/": "benchmarks take minutes and need data sets not installed on CI; they print tables, not tests",
     ".venv/bin/python bench/": "benchmarks take minutes and need data sets not installed on CI",
     "PYTHONPATH=src ": "runs the test suite, linters or the docs build: the suite itself is one of them",
@@ -82,7 +83,8 @@ def _run_shell(where: str, command: str, expected_error: str | None = None) -> N
         return
     if not command.startswith("variational "):
         assert any(command.startswith(prefix) for prefix in NOT_RUN), (
-            f"{where}: `{command}` is neither a `variational` command nor in NOT_RUN")
+            f"{where}: `{command}` is neither a `variational` command nor in NOT_RUN"
+        )
         return
     code, out, err = _run_cli(command)
     if expected_error is None:
@@ -124,7 +126,7 @@ def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
         elif language == "console":
             _run_console(where, body)
         else:
-            assert language in NOT_RUN_LANGUAGES or title, f"{where}: a ```{language} block: run it or list the language"
+            assert language in NOT_RUN_LANGUAGES or title, f"{where}: ```{language}: run it or list the language"
 
 
 def test_readme_shows_the_quick_start() -> None:
