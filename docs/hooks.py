@@ -6,6 +6,10 @@
 - `reference/api/<package>.md` lists the public names (`__all__`) of each public package and
   points mkdocstrings at the module that defines each one, found by importing the package now.
   Modules inside the packages move; the packages and their `__all__` are the contract.
+- Pages under docs/ that `nav` in mkdocs.yml does not list (design notes, benchmark pages, guides
+  other work adds) are appended to their section, titled by their first heading, and a public
+  package of OPTIONAL_PACKAGES gets its API page once it exists; the strict build would otherwise
+  fail on a page left out of the navigation.
 
 The worktree's `src/` goes first on `sys.path`, so the pages describe this checkout's code even
 when another copy of the package is installed in the environment.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import html
 import importlib
+import importlib.util
 import inspect
 import re
 import sys
@@ -26,6 +31,11 @@ from mkdocs.structure.files import File
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 sys.path.insert(0, str(SRC))
+
+# Public packages that other work adds: their page and nav entry appear once they can be imported.
+OPTIONAL_PACKAGES = {
+    "variational.diffusion": "Diffusion models trained and scored by their variational bound.",
+}
 
 # The public packages, in the order their pages appear. A name exported by several of them is
 # rendered once, on the page of the package that defines it, and linked from the others.
@@ -174,10 +184,76 @@ def api_reference(package: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Navigation: pages other work adds to docs/ are listed without editing mkdocs.yml
+
+
+def _nav_paths(nav) -> set[str]:
+    if isinstance(nav, str):
+        return {nav}
+    if isinstance(nav, dict):
+        return set().union(*(_nav_paths(v) for v in nav.values()))
+    if isinstance(nav, list):
+        return set().union(set(), *(_nav_paths(v) for v in nav))
+    return set()
+
+
+def _section(nav: list, *titles: str) -> list:
+    """The list of entries under the nested section `titles` of the nav (created if missing)."""
+    for title in titles:
+        for entry in nav:
+            if isinstance(entry, dict) and title in entry:
+                nav = entry[title]
+                break
+        else:
+            nav.append({title: []})
+            nav = nav[-1][title]
+    return nav
+
+
+def _title(path: Path) -> str:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# "):
+            return line[2:].strip().strip("`")
+    return path.stem.replace("-", " ").capitalize()
+
+
+def _place(uri: str) -> tuple[str, ...]:
+    """Where in the nav an unlisted page goes, by its folder and name."""
+    if uri.startswith("design/"):
+        return ("Design notes",)
+    if uri.startswith("benchmarks/"):
+        return ("Benchmarks",)
+    if uri.startswith("contributing"):
+        return ()
+    return ("User guide",)
+
+
+def on_config(config):
+    docs = Path(config["docs_dir"])
+    nav = config["nav"]
+    listed = _nav_paths(nav)
+    for path in sorted(docs.rglob("*.md")):
+        uri = path.relative_to(docs).as_posix()
+        if uri not in listed:
+            place = _place(uri)
+            (_section(nav, *place) if place else nav).append({_title(path): uri})
+    api = _section(nav, "Reference", "API")
+    for package in _present_optional_packages():
+        api.append({package: f"reference/api/{package.split('.')[-1]}.md"})
+    return config
+
+
+def _present_optional_packages() -> list[str]:
+    return [p for p in OPTIONAL_PACKAGES if importlib.util.find_spec(p) is not None]
+
+
+# ---------------------------------------------------------------------------------------------
 # MkDocs events
 
 
 def on_files(files, config):
+    for package in _present_optional_packages():
+        PACKAGES[package] = OPTIONAL_PACKAGES[package]
     pages = {"reference/cli.md": cli_reference()}
     for package in PACKAGES:
         pages[f"reference/api/{package.split('.')[-1]}.md"] = api_reference(package)
