@@ -69,6 +69,11 @@ def _cell(text: str) -> str:
     return re.sub(r"([*_\\])", r"\\\1", text)
 
 
+def _sentence(phrase: str) -> str:
+    # not capitalised: argparse help often starts with an option value ("auto: ...")
+    return phrase if phrase.endswith(".") else phrase + "."
+
+
 def _argument_rows(parser: argparse.ArgumentParser) -> list[str]:
     formatter = parser._get_formatter()
     rows = []
@@ -80,17 +85,17 @@ def _argument_rows(parser: argparse.ArgumentParser) -> list[str]:
             name = ", ".join(f"`{s}{metavar}`" for s in action.option_strings)
         else:
             name = f"`{action.metavar or action.dest}`"
-        text = _cell(formatter._expand_help(action)) if action.help else ""  # expands %(default)s
+        # the help phrase, then what the parser knows: choices, default, repetition
+        parts = [_cell(formatter._expand_help(action))] if action.help else []  # expands %(default)s
         if action.choices and not isinstance(action.choices, dict):
-            text += (" " if text else "") + "One of " + ", ".join(f"`{c}`" for c in action.choices) + "."
-        if (
-            action.default not in (None, False, [], argparse.SUPPRESS)
-            and action.option_strings
-            and "default" not in text.lower()
-        ):
-            text += f" Default `{action.default}`."
-        if getattr(action, "nargs", None) == argparse.ZERO_OR_MORE or isinstance(action, argparse._AppendAction):
-            text += " Repeatable."
+            parts.append("One of " + ", ".join(f"`{c}`" for c in action.choices))
+        said = " ".join(parts).lower()
+        shown = action.default not in (None, False, [], argparse.SUPPRESS) and action.option_strings
+        if shown and "default" not in said:
+            parts.append(f"Default `{action.default}`")
+        if isinstance(action, argparse._AppendAction) and "repeat" not in said:
+            parts.append("Repeatable")
+        text = " ".join(_sentence(p) for p in parts)
         rows.append(f"| {name} | {text} |")
     return rows
 
