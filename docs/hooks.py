@@ -149,10 +149,16 @@ def _identifier(package: str, name: str, obj: object) -> str:
     module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
     if (inspect.isclass(obj) or inspect.isfunction(obj)) and module and qualname and "<" not in qualname:
         return f"{module}.{qualname}"
-    home = getattr(importlib.import_module(package), "_HOME", {})  # lazy packages map names to modules
-    if name in home:
-        return f"{package}.{home[name]}.{name}"
-    return f"{package}.{name}"  # a constant imported eagerly: griffe follows the import
+    # a constant: the loaded submodule that assigns it at top level (getattr above imported it)
+    assigns = re.compile(rf"^{re.escape(name)}\s*[:=]", re.M)
+    for modname, mod in sorted(sys.modules.items()):
+        if modname.startswith(package + ".") and getattr(mod, name, None) is obj:
+            try:
+                if assigns.search(inspect.getsource(mod)):
+                    return f"{modname}.{name}"
+            except (OSError, TypeError):
+                continue
+    return f"{package}.{name}"  # griffe follows the package's own import of it
 
 
 def _owner(identifier: str) -> str | None:
