@@ -38,10 +38,7 @@ NOT_RUN = {
     "python examples/calculus_problems.py": "solves every problem both ways (20 s); the guide runs each method",
     "python bench/": "benchmarks take minutes and need data sets not installed on CI; they print tables, not tests",
     ".venv/bin/python bench/": "benchmarks take minutes and need data sets not installed on CI",
-    "PYTHONPATH=src ": "runs the test suite, linters or the docs build: the suite itself is one of them",
-    "ruff ": "the linter: run by CI on its own",
-    "mutmut ": "mutation testing takes hours; its report is on the contributing page",
-    "git ": "version control, not an example of this package",
+    "mutmut ": "mutation testing takes most of an hour; `make mutate` runs it, not CI",
 }
 SHELLS = {"bash", "sh", "shell"}
 NOT_RUN_LANGUAGES = {"text", "toml", "json", "yaml"}
