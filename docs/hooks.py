@@ -250,7 +250,9 @@ def on_config(config):
             (_section(nav, *place) if place else nav).append({_title(path): uri})
     api = _section(nav, "Reference", "API")
     for package in _present_optional_packages():
-        api.append({package: f"reference/api/{package.split('.')[-1]}.md"})
+        uri = f"reference/api/{package.split('.')[-1]}.md"
+        if uri not in listed:  # `mkdocs serve` may hand the same config to a rebuild
+            api.append({package: uri})
     return config
 
 
