@@ -274,6 +274,16 @@ def test_vae_save_all_skips_what_one_test_image_cannot_show(tiny_vae, tmp_path):
         pictures.save_interpolation(tiny_vae, torch.rand(1, 28, 28), tmp_path / "i.png")
 
 
+def test_vae_latent_map_above_two_dimensions_is_a_pca_scatter(tmp_path):
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(latent_dim=3, hidden=[8]), image_shape=(28, 28)).eval()
+    x = torch.rand(10, 28, 28, generator=torch.Generator().manual_seed(0))
+    assert pictures.save_latent(model, x, torch.arange(10), tmp_path / "latent.png") == tmp_path / "latent.png"
+    assert png_size(tmp_path / "latent.png") == (550, 480)  # 5.5 x 4.8 inches at 100 dpi
+    with pytest.raises(DataError, match="3-D latent means needs at least 2 test images, got 1"):
+        pictures.save_latent(model, x[:1], None, tmp_path / "one.png")
+
+
 def test_vi_marginals_of_a_fitted_posterior(tmp_path):
     y = torch.tensor([2.1, 1.7, 2.6, 1.9])
     model = vi.Model(lambda p: Normal(0, 10).log_prob(p["mu"]) + Normal(p["mu"], 1).log_prob(y).sum()

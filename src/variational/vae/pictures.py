@@ -26,7 +26,7 @@ def save_samples(model: VAE, path: Path, n: int = 64, seed: int = 0) -> Path:
 
 @torch.no_grad()
 def save_reconstructions(model: VAE, x: torch.Tensor, path: Path, n: int = 16) -> Path:
-    """Rows of inputs over rows of their reconstructions (8 per row)."""
+    """Rows of inputs over rows of their reconstructions (up to 8 per row)."""
     x = x[:n]
     if len(x) == 0:
         raise DataError("reconstructions need at least 1 test image, got none")
