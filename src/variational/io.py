@@ -200,7 +200,7 @@ def load_tensors(path: str | os.PathLike, device: Any = "cpu") -> dict:
     elif _LEGACY_CHECKSUM in meta:
         expected, actual = meta[_LEGACY_CHECKSUM], _digest(tensors)
     else:
-        expected = actual = None
+        raise CheckpointError(f"{path}: no checksum in its metadata: not a file written by variational")
     if expected != actual:
         raise CheckpointError(f"{path}: the data or metadata does not match its checksum: the file is damaged "
                               "or was edited")

@@ -23,7 +23,7 @@ from variational.io import load_tensors, read_metadata, require_finite, save_ten
 from variational.training.checkpoint import Checkpoint, load_model_state
 from variational.training.checkpoint import load_checkpoint as _load
 from variational.training.checkpoint import save_checkpoint as _save
-from variational.vae.config import VAEConfig
+from variational.vae.config import VAEConfig, check_device
 from variational.vae.model import VAE
 
 FORMAT = "variational.vae/1"
@@ -75,12 +75,11 @@ def read_config(path: Path, device: str | None = None) -> tuple[VAEConfig, tuple
     if not isinstance(values, dict):
         raise CheckpointError(f"{path}: the stored config is not a JSON object")
     if device is not None:
+        check_device(device)  # a device this machine lacks is the caller's error, not the file's
         values["device"] = device
     try:
         config = VAEConfig.from_dict(values)
     except VariationalError as e:
-        if "device" in str(e) and device is not None:
-            raise  # the device asked for, not the file, is the cause
         raise CheckpointError(f"{path}: stored config is invalid ({e})") from None
     if len(image_shape) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in image_shape):
         raise CheckpointError(f"{path}: stored image_shape {list(image_shape)} is not two positive integers")

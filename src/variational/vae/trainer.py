@@ -28,6 +28,7 @@ from variational.training import progress as bars
 from variational.training.capacity import require_memory
 from variational.training.checkpoint import Checkpoint
 from variational.training.divergence import TrainingDiverged, check_loss
+from variational.training.lock import RunLock
 from variational.training.metrics import METRICS
 from variational.training.rundir import CHECKPOINT, RunDirectory
 from variational.training.signals import StopOnSignal, TrainingInterrupted
@@ -39,7 +40,7 @@ from variational.vae.model import VAE
 
 WEIGHTS = "model.safetensors"
 # What pictures.save_all draws; a resume of a finished run redraws them if one is missing.
-PICTURES = ("samples.png", "reconstructions.png", "latent.png", "interpolation.png", "curves.png")
+PICTURES = ("samples.png", "reconstructions.png", "interpolation.png", "latent.png", "curves.png")
 
 
 __all__ = ["CHECKPOINT", "METRICS", "PICTURES", "WEIGHTS", "Run", "TrainData", "TrainingDiverged",
@@ -114,7 +115,7 @@ def train(config: VAEConfig, out: str | Path | None = None, resume: bool = False
     main = group is None or group.is_main
     log = (log or bars.write) if main else (lambda msg: None)
     if resume and not (out / CHECKPOINT).is_file():
-        raise CheckpointError(f"cannot resume: no {CHECKPOINT} in {out}")
+        raise _no_checkpoint(Path(out))
     with RunDirectory(out, create=not resume, lock=main) as run_dir:
         if run_dir.stale_holder is not None:
             log(f"{out}: process {run_dir.stale_holder} ended without releasing the run; taking it over")
@@ -184,7 +185,8 @@ def _draw(model: VAE, data: TrainData, metrics: list[dict], out: Path) -> list[P
     from variational.vae import pictures  # matplotlib only once training is done
 
     # Report what is on disk, not what was asked for: a picture that could not be drawn is not listed.
-    return [Path(p) for p in pictures.save_all(model, data.x_test, data.y_test, metrics, out) if Path(p).is_file()]
+    written = [Path(p) for p in pictures.save_all(model, data.x_test, data.y_test, metrics, out) if Path(p).is_file()]
+    return sorted(written, key=lambda p: PICTURES.index(p.name) if p.name in PICTURES else len(PICTURES))
 
 
 def _redraw_missing(model: VAE, data: TrainData, metrics: list[dict], out: Path, main: bool,
@@ -319,7 +321,7 @@ def _resolve_config(config: VAEConfig, out: Path, resume: bool) -> VAEConfig:
             raise ConfigError(f"{out} already holds a run; continue it with --resume or choose a new --out")
         return config
     if not (out / CHECKPOINT).exists():
-        raise CheckpointError(f"cannot resume: no {CHECKPOINT} in {out}")
+        raise CheckpointError(f"cannot resume: no {CHECKPOINT} in {out}")  # (under the lock)
     trained_on = persist.stored_device(out / CHECKPOINT)
     if torch.device(trained_on).type != torch.device(config.device).type:
         raise ConfigError(f"{out} was trained on {trained_on!r}; its random-number state belongs to that kind of "
@@ -336,10 +338,17 @@ def resume(out: str | Path, epochs: int | None = None, device: str | None = None
     """
     path = Path(out) / CHECKPOINT
     if not path.exists():
-        raise CheckpointError(f"cannot resume: no {CHECKPOINT} in {out}")
+        raise _no_checkpoint(Path(out))
     saved, _ = persist.read_config(path, device=device or persist.stored_device(path))
     saved.epochs = epochs or saved.epochs
     return train(saved, out, resume=True, **kwargs)
+
+
+def _no_checkpoint(out: Path) -> CheckpointError:
+    """The error for a resume without a checkpoint; RunLockedError instead while a new run is starting there."""
+    if out.is_dir():
+        RunLock(out).acquire().release()
+    return CheckpointError(f"cannot resume: no {CHECKPOINT} in {out}")
 
 
 def _adam(model: VAE, config: VAEConfig) -> torch.optim.Adam:
