@@ -377,3 +377,34 @@ def test_outside_the_tested_torch_range_the_plain_step_runs_with_one_warning(mon
     # autograd and Adam.step() on both sides, the same noise: equal to the last bit
     assert losses == _plain_adam_steps(theirs, batches, betas, seed=12)
     assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters()))
+
+
+@pytest.mark.parametrize("hook", ["forward pre", "full backward", "backward pre"])
+def test_any_hook_on_a_net_takes_the_generic_path(hook):
+    vae = VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
+    layer = vae.encoder.head
+    register = {"forward pre": lambda: layer.register_forward_pre_hook(lambda m, a: None),
+                "full backward": lambda: layer.register_full_backward_hook(lambda m, gi, go: None),
+                "backward pre": lambda: layer.register_full_backward_pre_hook(lambda m, go: None)}[hook]
+    handle = register()
+    assert _fused_layers(vae, torch.rand(2, 4, 4)) is None  # the hand-written step would never call it
+    handle.remove()
+    assert _fused_layers(vae, torch.rand(2, 4, 4)) is not None
+
+
+def test_a_net_that_is_not_linear_relu_alternating_takes_the_generic_path():
+    trailing = VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
+    trailing.decoder.net.append(torch.nn.ReLU())  # logits clipped at 0: the fused pass would not clip them
+    assert _fused_layers(trailing, torch.rand(2, 4, 4)) is None
+    doubled = VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
+    doubled.decoder.net[1] = torch.nn.Linear(8, 8)  # Linear, Linear, Linear: an odd count, but no ReLU between
+    assert _fused_layers(doubled, torch.rand(2, 4, 4)) is None
+
+
+def test_sum_of_logs_multiplies_within_chunks_only():
+    # 160 chunks of 64 factors 1/2: a chunk's product is 2^-64, while a product across the 160 chunks
+    # (2^-160) would fall below float32's smallest normal (2^-126) and lose the sum.
+    a = torch.full((2, 64 * 160), 0.5)
+    expected = torch.full((2,), 64 * 160 * math.log(0.5), dtype=torch.float64)
+    # float32 logs of 2^-64 summed over 160 chunks: ~1e-7 relative
+    torch.testing.assert_close(_sum_of_logs(a).double(), expected, rtol=1e-6, atol=0)

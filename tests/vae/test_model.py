@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, kl_divergence
 
+from variational.core import kl_standard_normal
 from variational.vae import VAE, VAEConfig
 
 
@@ -240,3 +241,34 @@ def test_presets_apply_through_the_constructor_and_explicit_fields_win():
 def test_config_values_of_the_wrong_type_name_the_field(field, value, message):
     with pytest.raises(ValueError, match=message):
         VAEConfig.from_dict({field: value})
+
+
+def test_encode_is_the_diagonal_normal_of_the_encoder_outputs():
+    torch.manual_seed(3)
+    vae = VAE(VAEConfig(latent_dim=3, hidden=[8]), (4, 4))
+    x = torch.rand(5, 4, 4)
+    mu, logvar = vae.encoder(x)
+    q = vae.encode(x)
+    z = torch.randn(5, 3)
+    # N(mu, exp(logvar)) per coordinate, one event of 3 coordinates per image, written out
+    expected = (-0.5 * (z - mu) ** 2 / logvar.exp() - 0.5 * logvar - 0.5 * math.log(2 * math.pi)).sum(-1)
+    assert q.event_shape == (3,) and q.batch_shape == (5,)
+    # float32 densities of 3 coordinates (a few nats): rounding ~1e-6
+    torch.testing.assert_close(q.log_prob(z), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(q.stddev, (0.5 * logvar).exp())
+
+
+def test_objective_is_the_elbo_at_beta_one_or_the_iw_bound_for_any_k_above_one():
+    torch.manual_seed(4)
+    x = torch.rand(6, 4, 4)
+    seeded = lambda: torch.Generator().manual_seed(6)  # noqa: E731
+    vae = VAE(VAEConfig(latent_dim=2, hidden=[8]), (4, 4))
+    with torch.no_grad():
+        mu, logvar = vae.encoder(x)
+        eps = torch.randn(mu.shape, generator=seeded())
+        log_lik = vae.decode(mu + (0.5 * logvar).exp() * eps).log_prob(x.flatten(1))
+        # the same draws through the same modules: equal up to float32 rounding of one subtraction
+        torch.testing.assert_close(vae.objective(x, generator=seeded()), log_lik - kl_standard_normal(mu, logvar))
+        two = VAE(VAEConfig(latent_dim=2, hidden=[8], iw_k=2), (4, 4))
+        torch.testing.assert_close(two.objective(x, generator=seeded()), two.iw_elbo(x, 2, generator=seeded()),
+                                   rtol=0, atol=0)
