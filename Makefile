@@ -39,7 +39,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests bench examples docs
 
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 # Refresh the locks from the ranges in pyproject.toml (needs the package index).
 lock: $(STAMP)
