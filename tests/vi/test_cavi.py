@@ -206,14 +206,17 @@ def test_gaussian_mixture_matches_sklearn():
     assert ours.converged and sk.converged_
     assert_monotone(ours.elbo)
     # Both iterate the same PRML 10.2 updates to the same fixed point (the clusters are distinct,
-    # so both inits reach one optimum, up to label order); both stop at ~1e-12 ELBO changes, so
-    # parameters agree to ~1e-6 relative, 1e-6 absolute on near-zero entries (sklearn also adds
-    # 1e-14 to each N_k).
+    # so both inits reach one optimum, up to label order). sklearn stops once an iteration changes
+    # the ELBO by less than tol = 1e-12; the ELBO is quadratic in the parameters near its optimum,
+    # so they are then settled only to about sqrt(1e-12) = 1e-6 (relative, and absolute on this
+    # unit-scale data; sklearn also adds 1e-14 to each N_k). Measured: 1.4e-6 relative on the
+    # means, 3.4e-6 on the precisions, 2e-7 on the rest; rtol 1e-5 and atol 1e-6 allow the next
+    # release's iteration count, and any wrong update (a factor in an expectation) is off by far more.
     o, p = np.argsort(sk.means_[:, 0]), torch.argsort(ours.means[:, 0])
-    np.testing.assert_allclose(ours.means[p].numpy(), sk.means_[o], rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(ours.weights.mean[p].numpy(), sk.weights_[o], rtol=1e-6)
-    np.testing.assert_allclose(ours.precisions.mean[p].numpy(), sk.precisions_[o], rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(ours.mean_precision[p].numpy(), sk.mean_precision_[o], rtol=1e-6)
+    np.testing.assert_allclose(ours.means[p].numpy(), sk.means_[o], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours.weights.mean[p].numpy(), sk.weights_[o], rtol=1e-5)
+    np.testing.assert_allclose(ours.precisions.mean[p].numpy(), sk.precisions_[o], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours.mean_precision[p].numpy(), sk.mean_precision_[o], rtol=1e-5)
     # sklearn drops the terms that depend only on the priors, N, D and K; with them restored
     # (PRML B.23, B.79) the bounds are equal.
     n, d = X.shape
@@ -224,6 +227,7 @@ def test_gaussian_mixture_matches_sklearn():
     log_c0 = math.lgamma(k * PRIOR.weight_concentration) - k * math.lgamma(PRIOR.weight_concentration)
     const = (-0.5 * n * d * math.log(2 * math.pi) + 0.5 * k * d * math.log(PRIOR.mean_precision)
              + k * log_b0 + log_c0 + k * d * (d - 1) / 4 * math.log(math.pi))
+    # The bound is second order in the parameters' 1e-6 error (measured 1e-11 apart): 1e-8 allows that.
     assert ours.elbo[-1] == pytest.approx(sk.lower_bound_ + const, abs=1e-8)
 
 
