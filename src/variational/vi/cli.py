@@ -150,6 +150,8 @@ def _finite_or_null(value):
 
 
 def _verdict(post, k: float) -> str:
+    if post.info.improper:
+        return f"NOT TRUSTWORTHY: {post.info.improper}"
     if post.non_finite_share:
         return f"NOT TRUSTWORTHY: {post.non_finite_note()}"
     if not math.isfinite(post.elbo):

@@ -38,6 +38,7 @@ from variational.vi import mc_error
 from variational.vi.hessian import fixed_draw_hessian
 from variational.vi.model import Model, ModelError
 from variational.vi.posterior import FitInfo
+from variational.vi.runaway import Trajectory
 
 __all__ = ["choose_optimizer", "fit_deterministic", "fixed_draw_objective", "moment_matched_noise"]
 
@@ -68,8 +69,8 @@ def fixed_draw_objective(model: Model, q: Family, eps: Tensor, objective: str = 
 class _Flat:
     """Presents q's parameters as one float64 numpy vector for scipy, counting evaluations."""
 
-    def __init__(self, model: Model, q: Family, value_fn, hess_fn=None) -> None:
-        self.model, self.q = model, q
+    def __init__(self, model: Model, q: Family, value_fn, hess_fn=None, trajectory: Trajectory | None = None) -> None:
+        self.model, self.q, self.trajectory = model, q, trajectory
         self.params = [p for p in q.parameters() if p.requires_grad]
         self.value_fn, self.hess_fn, self.evals, self.trace = value_fn, hess_fn, 0, []
         self.size, self.dim = sum(p.numel() for p in self.params), q.dim
@@ -133,6 +134,8 @@ class _Flat:
         """
         if x is not None:
             self.set(x)
+            if self.trajectory is not None:
+                self.trajectory.record()
         with torch.no_grad():
             log_sd = self.q.marginal_log_scale().detach()
         bad = torch.nonzero(~(log_sd < _MAX_LOG_SCALE)).reshape(-1)  # NaN counts as diverged
@@ -157,13 +160,18 @@ def moment_matched_noise(q: Family, n: int, generator: torch.Generator) -> Tenso
     return eps / second.diagonal().sqrt()
 
 
-def fit_deterministic(model: Model, q: Family, cfg, generator: torch.Generator) -> FitInfo:
-    """Optimise the fixed-draw ELBO of `cfg.draws` draws to convergence; q is updated in place."""
+def fit_deterministic(model: Model, q: Family, cfg, generator: torch.Generator,
+                      trajectory: Trajectory | None = None) -> FitInfo:
+    """Optimise the fixed-draw ELBO of `cfg.draws` draws to convergence; q is updated in place.
+
+    `trajectory`, if given, records q at every accepted iterate.
+    """
     if cfg.objective != "elbo":
         raise ValueError("the deterministic method fits the ELBO only: the fixed-draw IW bound is biased")
     start = time.perf_counter()
     eps = moment_matched_noise(q, cfg.draws, generator)
-    flat = _Flat(model, q, lambda: fixed_draw_objective(model, q, eps), lambda: fixed_draw_hessian(model, q, eps))
+    flat = _Flat(model, q, lambda: fixed_draw_objective(model, q, eps), lambda: fixed_draw_hessian(model, q, eps),
+                 trajectory)
     _check_start(model, q, eps, flat)
     # ftol: a relative change a few units above the log density's own rounding (float32 models round at ~1e-7).
     ftol = 1e-12 if model.log_density(torch.zeros(2, model.dim, dtype=eps.dtype)).dtype == torch.float64 else 1e-6

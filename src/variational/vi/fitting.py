@@ -39,6 +39,7 @@ from variational.vi.choices import ESTIMATORS, FAMILIES, GAUSSIAN, METHODS, OBJE
 from variational.vi.deterministic import fit_deterministic
 from variational.vi.model import Model
 from variational.vi.posterior import FitInfo, Posterior
+from variational.vi.runaway import Trajectory
 from variational.vi.stochastic import fit_stochastic
 
 __all__ = ["FitConfig", "fit", "resolve_method"]
@@ -142,7 +143,14 @@ def fit(model: Model, family: str = "meanfield", method: str = "auto", seed: int
     z0 = _initial_point(model, cfg.init, dtype)
     q, warm = _make_q(model, cfg, z0, generator, dtype)
     run = fit_deterministic if cfg.method == "deterministic" else fit_stochastic
-    info = run(model, q, cfg, generator)
+    trajectory = Trajectory(q)
+    info = run(model, q, cfg, generator, trajectory)
+    # A converged deterministic fit sits at a stationary point, which an improper posterior does not have.
+    if not (info.method == "deterministic" and info.converged):
+        info.improper = trajectory.runaway(model)
+        if info.improper:
+            info.converged = False
+            info.message = f"{info.message}; but {info.improper}"
     if warm is not None:  # count the flow's mean-field warm start in the cost
         info.objective_evals += warm.objective_evals
         info.grad_evals += warm.grad_evals

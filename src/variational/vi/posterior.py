@@ -52,6 +52,9 @@ class FitInfo:
     mc_error: float | None = None
     correction_draws: int = 0
     correction_refused: bool = False
+    # Set when q's scale or location kept running off through the fit (`variational.vi.runaway`):
+    # one line naming the parameter; the posterior looks improper and the fit is not converged.
+    improper: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -126,6 +129,9 @@ class Posterior:
         Infinite when some log density is NaN or +inf; a finite k-hat with a non-finite ELBO also warns.
         """
         k = self._psis[1]
+        if self.info.improper:
+            warnings.warn(f"{self.info.improper}; do not trust q's summaries, whatever k-hat says", RuntimeWarning,
+                          stacklevel=2)
         if k > KHAT_WARN:
             warnings.warn(
                 f"k-hat = {k:.2f} > {KHAT_WARN}: q is a poor fit to the posterior; do not trust its "
@@ -140,8 +146,8 @@ class Posterior:
 
     @property
     def trustworthy(self) -> bool:
-        """k-hat at most 0.7 and a finite ELBO: q's summaries can be used."""
-        return bool(self._psis[1] <= KHAT_WARN and math.isfinite(self.elbo))
+        """k-hat at most 0.7, a finite ELBO and no sign of an improper posterior: q's summaries can be used."""
+        return bool(self._psis[1] <= KHAT_WARN and math.isfinite(self.elbo) and self.info.improper is None)
 
     def non_finite_note(self) -> str:
         """One line on the draws with a non-finite log density, or '' when there are none."""

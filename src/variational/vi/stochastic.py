@@ -23,6 +23,7 @@ from variational.core.families import Family
 from variational.core.objectives import surrogate_elbo
 from variational.vi.model import Model
 from variational.vi.posterior import FitInfo
+from variational.vi.runaway import Trajectory
 
 __all__ = ["fit_stochastic", "minibatches"]
 
@@ -68,8 +69,12 @@ def _step_objective(model: Model, q: Family, cfg, generator: torch.Generator, ba
     return surrogate_elbo(model.log_density(z, batch), log_q, k)
 
 
-def fit_stochastic(model: Model, q: Family, cfg, generator: torch.Generator) -> FitInfo:
-    """Adam with plateau-triggered step decay and iterate averaging; q is updated in place."""
+def fit_stochastic(model: Model, q: Family, cfg, generator: torch.Generator,
+                   trajectory: Trajectory | None = None) -> FitInfo:
+    """Adam with plateau-triggered step decay and iterate averaging; q is updated in place.
+
+    `trajectory`, if given, records q after every step.
+    """
     start = time.perf_counter()
     batches = minibatches(model.data, cfg.batch_size, generator) if cfg.batch_size else None
     optimiser = torch.optim.Adam(q.parameters(), lr=cfg.lr)
@@ -89,6 +94,8 @@ def fit_stochastic(model: Model, q: Family, cfg, generator: torch.Generator) -> 
         optimiser.step()
         trace.append(float(value.detach()))
         average.push()
+        if trajectory is not None:
+            trajectory.record()
         if step % max(cfg.window // 4, 1) == 0 and rule.is_stationary(np.asarray(trace[phase_start:])):
             if decays >= cfg.decays:
                 converged = True
