@@ -3,6 +3,7 @@
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,10 +11,12 @@ from pathlib import Path
 import pytest
 from scipy.stats import norm
 
+from variational.errors import ConfigError
 from variational.errors import ModelError as UserError
 from variational.vi import cli
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "eight_schools_model.py"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 def _run(argv):
@@ -57,12 +60,50 @@ def test_mc_tol_zero_estimates_without_correcting(capsys):
 
 
 def test_missing_file_and_missing_model_are_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="model file not found: .*nope.py"):
+    with pytest.raises(UserError, match="model file not found: .*nope.py"):
         _run(["fit", str(tmp_path / "nope.py")])
     empty = tmp_path / "empty_model.py"
     empty.write_text("x = 1\n")
-    with pytest.raises(ValueError, match="must define `model = variational.vi.Model"):
+    with pytest.raises(UserError, match="must define `model = variational.vi.Model"):
         _run(["fit", str(empty)])
+
+
+@pytest.mark.parametrize("argv, error, message", [
+    # a file that is not .py: importlib has no loader for it (it was an AttributeError)
+    (["model.txt"], UserError, r"model\.txt: a model file must be a Python file ending in \.py, got '\.txt'"),
+    # a vector init of the wrong length (it was a RuntimeError from expand)
+    ([str(EXAMPLE), "--init", "theta_trans=1,2"], UserError,
+     r"^init for parameter 'theta_trans' has shape \(2,\), but 'theta_trans' has shape \(8,\): give one value or 8$"),
+    # outside the support (the message used to blame theta_trans)
+    ([str(EXAMPLE), "--init", "tau=-1"], UserError, r"^init tau=-1 is outside the support of 'tau' \(constraint GreaterThan"),
+    # 0 used to mean the default 64
+    ([str(EXAMPLE), "--draws", "0"], ConfigError, r"^draws must be >= 1 or None, got 0$"),
+    ([str(EXAMPLE), "--mc-tol", "-1"], ConfigError, r"^--mc-tol must be >= 0, got -1\.0$"),
+    ([str(EXAMPLE), "--init", "a"], ConfigError, r"^--init 'a': expected NAME=VALUE"),
+])
+def test_bad_input_is_one_error_line_naming_the_cause(tmp_path, argv, error, message):
+    if argv == ["model.txt"]:
+        (tmp_path / "model.txt").write_text(EXAMPLE.read_text())
+        argv = [str(tmp_path / "model.txt")]
+    with pytest.raises(error, match=message) as err:
+        _run(["fit", *argv])
+    assert "\n" not in str(err.value)
+
+
+def test_a_model_file_that_exits_is_an_error_not_an_exit_status(tmp_path):
+    path = _model_file(tmp_path, "exits.py", "import sys\nsys.exit(7)\n")
+    # Through the top-level CLI: one line on stderr and status 2, not a silent exit with status 7.
+    result = subprocess.run([sys.executable, "-m", "variational", "fit", str(path)], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == f"variational: error: {path}: the model file called sys.exit(7) while it was loaded; " \
+                            "it must define `model` and return\n"
+
+
+def test_help_says_the_model_file_is_executed():
+    help_text = subprocess.run([sys.executable, "-m", "variational", "fit", "--help"], capture_output=True, text=True,
+                               env={**os.environ, "PYTHONPATH": str(SRC)}, check=True).stdout
+    assert "MODEL.py is executed as Python code" in help_text and "do not run a file you do not trust" in help_text
 
 
 def _model_file(tmp_path, name, body):

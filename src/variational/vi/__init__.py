@@ -21,7 +21,7 @@ The fitting code lives in `variational.vi.fitting` (not `fit`, which would shado
 from variational._lazy import lazy_exports
 
 _HOME = {
-    "FitConfig": "fitting", "fit": "fitting",
+    "FitConfig": "config", "fit": "fitting",
     "Model": "model", "ModelError": "model",
     "FitInfo": "posterior", "Posterior": "posterior",
     # --- CAVI (vi/cavi.py) ---

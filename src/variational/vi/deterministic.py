@@ -36,7 +36,9 @@ from variational.core.families import Family
 from variational.core.objectives import surrogate_elbo
 from variational.vi import mc_error
 from variational.vi.hessian import fixed_draw_hessian
-from variational.vi.model import Model, ModelError
+from variational.errors import ConfigError, ModelError
+from variational.vi.config import FitConfig
+from variational.vi.model import Model
 from variational.vi.posterior import FitInfo
 from variational.vi.runaway import Trajectory
 
@@ -92,7 +94,10 @@ class _Flat:
         """
         self.set(x)
         self.evals += 1
-        value = self.value_fn()
+        try:
+            value = self.value_fn()
+        except torch.linalg.LinAlgError:  # q's own covariance not positive definite at x (low rank, W >> D)
+            value = torch.tensor(math.nan)
         if not torch.isfinite(value):
             worst = -min(self.trace, default=0.0)
             return worst + 1e6 * (1.0 + abs(worst)), np.zeros_like(x)
@@ -160,14 +165,14 @@ def moment_matched_noise(q: Family, n: int, generator: torch.Generator) -> Tenso
     return eps / second.diagonal().sqrt()
 
 
-def fit_deterministic(model: Model, q: Family, cfg, generator: torch.Generator,
+def fit_deterministic(model: Model, q: Family, cfg: FitConfig, generator: torch.Generator,
                       trajectory: Trajectory | None = None) -> FitInfo:
     """Optimise the fixed-draw ELBO of `cfg.draws` draws to convergence; q is updated in place.
 
     `trajectory`, if given, records q at every accepted iterate.
     """
     if cfg.objective != "elbo":
-        raise ValueError("the deterministic method fits the ELBO only: the fixed-draw IW bound is biased")
+        raise ConfigError("the deterministic method fits the ELBO only: the fixed-draw IW bound is biased")
     start = time.perf_counter()
     eps = moment_matched_noise(q, cfg.draws, generator)
     flat = _Flat(model, q, lambda: fixed_draw_objective(model, q, eps), lambda: fixed_draw_hessian(model, q, eps),
@@ -210,7 +215,7 @@ def fit_deterministic(model: Model, q: Family, cfg, generator: torch.Generator,
     )
 
 
-def _error_and_correction(flat: _Flat, eps: Tensor, cfg, generator: torch.Generator,
+def _error_and_correction(flat: _Flat, eps: Tensor, cfg: FitConfig, generator: torch.Generator,
                           x: np.ndarray) -> mc_error.Correction | None:
     """The Monte Carlo error of q's means at the optimum x (in q's sds), reduced to `cfg.mc_tol` when above it.
 
@@ -275,7 +280,7 @@ def choose_optimizer(optimizer: str, objective: str, q: Family, n_params: int) -
     """
     exact_ok = objective == "elbo" and q.entropy() is not None
     if optimizer == "trust-exact" and not exact_ok:
-        raise ValueError("optimizer='trust-exact' needs objective='elbo' and a Gaussian family (closed-form entropy)")
+        raise ConfigError("optimizer='trust-exact' needs objective='elbo' and a Gaussian family (closed-form entropy)")
     if optimizer != "auto":
         return [(optimizer, _NO_LIMIT)]
     if exact_ok and n_params <= _NEWTON_MAX_PARAMS:

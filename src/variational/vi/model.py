@@ -167,9 +167,23 @@ class Model:
         for p in self.params:
             if p.name not in params:
                 raise ModelError(f"init is missing parameter '{p.name}'")
-            value = torch.as_tensor(params[p.name], dtype=dtype).expand(p.shape)
-            parts.append(p.transform.inv(value).reshape(-1))
+            parts.append(p.transform.inv(self._init_value(p, params[p.name], dtype)).reshape(-1))
         return torch.cat(parts)
+
+    @staticmethod
+    def _init_value(p: ParamInfo, given: Any, dtype: torch.dtype) -> Tensor:
+        """A constrained init value of p's shape inside p's support, or a ModelError naming p."""
+        value = torch.as_tensor(given, dtype=dtype)
+        try:
+            value = value.expand(p.shape)
+        except RuntimeError:
+            raise ModelError(f"init for parameter '{p.name}' has shape {tuple(value.shape)}, but '{p.name}' has shape "
+                             f"{tuple(p.shape)}: give one value or {math.prod(p.shape)}") from None
+        inside = p.constraint.check(value)
+        if not bool(torch.as_tensor(inside).all()):
+            raise ModelError(f"init {p.name}={_short(value)} is outside the support of '{p.name}' "
+                             f"(constraint {_constraint_name(p.constraint)})")
+        return value
 
     def _slice(self, z: Tensor, p: ParamInfo) -> Tensor:
         return z[..., p.offset : p.offset + p.size].reshape(z.shape[:-1] + p.unconstrained_shape)
@@ -348,6 +362,12 @@ class Model:
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, dim={self.dim}, params=[{self._shapes()}])"
+
+
+def _constraint_name(constraint: Constraint) -> str:
+    """torch's repr without an empty '()': 'GreaterThan(lower_bound=0.0)', 'Simplex'."""
+    text = repr(constraint)
+    return text[:-2] if text.endswith("()") else text
 
 
 def _indices(shape: torch.Size) -> list[tuple[int, ...]]:

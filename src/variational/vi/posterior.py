@@ -24,6 +24,7 @@ from torch import Tensor
 from variational.core.diagnostics import KHAT_WARN, importance_ess, psis
 from variational.core.families import Family
 from variational.core.objectives import log_mean_exp
+from variational.errors import ConfigError
 from variational.vi.model import Model
 
 __all__ = ["FitInfo", "Posterior"]
@@ -172,7 +173,7 @@ class Posterior:
         Its expectation is a lower bound on log p(x) that tightens as k grows.
         """
         if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+            raise ConfigError(f"k must be >= 1, got {k}")
         return float(log_mean_exp(self.log_weights(k, self._generator(generator, offset=2)).double(), 0))
 
     def summary(self, n: int = 4000, quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)):
