@@ -29,7 +29,7 @@ _HOME = {
     "NormalGammaPrior": "cavi", "cavi_gaussian_mixture": "cavi", "cavi_linear_regression": "cavi",
     "cavi_normal_gamma": "cavi", "linear_regression_posterior": "cavi", "normal_gamma_posterior": "cavi",
 }
-_SUBMODULES = ("posteriordb",)  # exported as modules
+_SUBMODULES = ("constraints",)  # exported as modules
 
 __all__ = sorted([*_HOME, *_SUBMODULES])
 

@@ -1,7 +1,8 @@
 """A model for general VI: a log joint density over named, constrained parameters.
 
 Variational families live on R^d; `Model` maps an unconstrained vector z in R^d to the named,
-constrained parameters through `torch.distributions.biject_to` and adds the log |Jacobian|, so
+constrained parameters through `torch.distributions.biject_to` (extended by
+`variational.vi.constraints`, e.g. with ordered vectors) and adds the log |Jacobian|, so
 that `log_density(z) = log p(x, T(z)) + log |det dT/dz|` is a density on R^d.
 
 Two ways to write a model:
@@ -43,10 +44,11 @@ from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor
-from torch.distributions import Transform, biject_to, constraints
+from torch.distributions import Transform
 from torch.distributions.constraints import Constraint
 
 from variational.errors import ModelError
+from variational.vi.constraints import bijection
 
 __all__ = ["Model", "ModelError", "ParamInfo"]
 
@@ -80,7 +82,7 @@ def _parse_spec(spec: Mapping[str, Any]) -> list[ParamInfo]:
             raise ModelError(f"parameter '{name}': {constraint!r} is not a torch.distributions constraint")
         shape = torch.Size((shape,) if isinstance(shape, int) else shape)
         try:
-            transform = biject_to(constraint)
+            transform = bijection(constraint)
             inv_shape = torch.Size(transform.inverse_shape(shape))
         except (NotImplementedError, ValueError, IndexError) as e:
             raise ModelError(f"parameter '{name}': no bijection to constraint {constraint} with shape {tuple(shape)} ({e})") from None
