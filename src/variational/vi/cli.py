@@ -10,7 +10,6 @@ import argparse
 import importlib.util
 import json
 import math
-import sys
 import time
 import traceback
 from pathlib import Path
