@@ -47,7 +47,7 @@ __all__ = ["choose_optimizer", "fit_deterministic", "fixed_draw_objective", "mom
 _RESTARTS = 3
 _LBFGS_FIRST = 200  # L-BFGS iterations before optimizer="auto" hands over to trust-region Newton-CG
 # Far from the optimum L-BFGS steps (one gradient each) are cheaper than Newton steps (a Hessian each);
-# 50 measured fastest of 0, 15, 30, 50 on the posteriordb posteriors (gp_pois_regr, low_dim_gauss_mix).
+# the number was chosen on the posteriordb benchmark (docs/design/vi-notes.md).
 _LBFGS_BEFORE_NEWTON = 50
 # Up to this many variational parameters the exact Hessian (P x P, d Hessian-vector products of log p
 # and a Cholesky per trust-region step) is cheaper than L-BFGS's many iterations; 377 is full rank in 26 dims.
@@ -301,15 +301,15 @@ def _run(flat: _Flat, x: np.ndarray, optimizer: str, max_iter: int, gtol: float,
 
 def _minimise(flat: _Flat, x0: np.ndarray, optimizer: str, max_iter: int, gtol: float, ftol: float):
     # scipy's linear algebra here is on small vectors and P x P matrices: BLAS threads only add
-    # synchronisation, which made trust-exact 5x slower on a busy 2-core machine (numpy/scipy's BLAS
-    # only; torch's thread pool, which evaluates the model, is left alone).
+    # synchronisation, which slows trust-exact down on a busy machine (docs/design/vi-notes.md;
+    # numpy/scipy's BLAS only: torch's thread pool, which evaluates the model, is left alone).
     with _blas_threads().limit(limits=1, user_api="blas"):
         return _minimise_with(flat, x0, optimizer, max_iter, gtol, ftol)
 
 
 @functools.cache
 def _blas_threads() -> ThreadpoolController:
-    """One controller for the process: building one scans the loaded libraries (1.6 ms a fit stage)."""
+    """One controller for the process: building one scans the loaded libraries, which costs on every fit stage."""
     return ThreadpoolController()
 
 
