@@ -13,7 +13,7 @@ log p(x) = ELBO(q) + KL(q || p(z | x)). Two ways to maximise it:
 
 "auto" takes the deterministic method for the ELBO of the Gaussian families on full data, and the
 stochastic one for flows, minibatches and the importance-weighted bound. The importance-weighted
-bound with fixed draws is refused (ValueError): its sample average can be pushed above log p(x) by
+bound with fixed draws is refused (ConfigError): its sample average can be pushed above log p(x) by
 fitting q to the draws themselves, so its optimum is biased.
 
 Example:
