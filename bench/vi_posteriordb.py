@@ -14,7 +14,7 @@ sd / reference sd; then the issue's target, posterior by posterior. Not a test: 
 the machine.
 
 The same log density in each library: ours and Pyro's are the hand-written PyTorch densities of
-`variational.vi.posteriordb` (Pyro through `pyro.factor` over improper-uniform sites with the same
+`posteriordb_models` (beside this script) (Pyro through `pyro.factor` over improper-uniform sites with the same
 constraints, so AutoNormal's unconstrained coordinates are ours); NumPyro's are written again in
 jax.numpy below, with the same reductions (least-squares form of the regressions). Everything runs
 in float64 on one CPU thread per library, so that timings compare engines, not thread pools, and
@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from variational.vi import posteriordb as pdb  # noqa: E402
+import posteriordb_models as pdb  # noqa: E402 -- beside this script (bench/), a benchmark fixture
 # Imported here, not on first use (variational.vi loads lazily): the import of SciPy's optimisers
 # (0.4 s) is no part of a fit's time.
 from variational.vi.fitting import fit  # noqa: E402
@@ -380,7 +380,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000, help="Adam steps for NumPyro and Pyro")
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--root", default=None, help="posteriordb folder (default: see variational.vi.posteriordb)")
+    parser.add_argument("--root", default=None, help="posteriordb folder (default: see bench/posteriordb_models.py)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--numpyro-in-process", action="store_true",
                         help="run NumPyro in this process, in posterior order (its compilation cache then carries over "

@@ -21,7 +21,7 @@ The fitting code lives in `variational.vi.fitting` (not `fit`, which would shado
 from variational._lazy import lazy_exports
 
 _HOME = {
-    "FitConfig": "fitting", "fit": "fitting",
+    "FitConfig": "config", "fit": "fitting",
     "Model": "model", "ModelError": "model",
     "FitInfo": "posterior", "Posterior": "posterior",
     # --- CAVI (vi/cavi.py) ---
@@ -29,7 +29,7 @@ _HOME = {
     "NormalGammaPrior": "cavi", "cavi_gaussian_mixture": "cavi", "cavi_linear_regression": "cavi",
     "cavi_normal_gamma": "cavi", "linear_regression_posterior": "cavi", "normal_gamma_posterior": "cavi",
 }
-_SUBMODULES = ("posteriordb",)  # exported as modules
+_SUBMODULES = ("constraints",)  # exported as modules
 
 __all__ = sorted([*_HOME, *_SUBMODULES])
 

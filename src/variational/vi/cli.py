@@ -10,11 +10,11 @@ import argparse
 import importlib.util
 import json
 import math
-import sys
 import time
 import traceback
 from pathlib import Path
 
+from variational.errors import ConfigError, ModelError
 from variational.vi.choices import ESTIMATORS, FAMILIES, METHODS, OBJECTIVES
 
 EXAMPLES = """examples:
@@ -26,6 +26,7 @@ EXAMPLES = """examples:
   variational fit examples/eight_schools_model.py --json > fit.json
 
 MODEL.py must define `model = variational.vi.Model(log_joint, spec)`; see examples/eight_schools_model.py.
+MODEL.py is executed as Python code, with your permissions: do not run a file you do not trust.
 k-hat above 0.7 means q is not to be trusted (Yao et al. 2018).
 """
 
@@ -34,10 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "fit", help="variational inference: fit q to the posterior of a model file",
         description="Fit a variational family to the posterior of the `model` defined in MODEL.py; "
-                    "print the summary table, the ELBO, k-hat and the time taken.",
+                    "print the summary table, the ELBO, k-hat and the time taken. MODEL.py is executed as "
+                    "Python code (like `python MODEL.py`): do not run a file you do not trust.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model_file", metavar="MODEL.py", help="a Python file that defines `model` (a variational.vi.Model)")
+    p.add_argument("model_file", metavar="MODEL.py", help="a Python file that defines `model` (a variational.vi.Model); it is executed, so run only files you trust")
     p.add_argument("--family", default="meanfield", choices=FAMILIES)
     p.add_argument("--method", default="auto", choices=METHODS,
                    help="auto: deterministic (DADVI: L-BFGS, then trust-region Newton) for the ELBO of Gaussian "
@@ -62,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def parse_init(items: list[str]) -> dict[str, float | list[float]]:
-    """['tau=2', 'theta=0,1'] -> {'tau': 2.0, 'theta': [0.0, 1.0]}; a malformed item raises ValueError naming it."""
+    """['tau=2', 'theta=0,1'] -> {'tau': 2.0, 'theta': [0.0, 1.0]}; a malformed item raises ConfigError naming it."""
     init: dict[str, float | list[float]] = {}
     for item in items:
         name, sep, text = item.partition("=")
@@ -71,27 +73,33 @@ def parse_init(items: list[str]) -> dict[str, float | list[float]]:
         except ValueError:
             values = None
         if values is None:
-            raise ValueError(f"--init {item!r}: expected NAME=VALUE or NAME=V1,V2,... with numbers")
+            raise ConfigError(f"--init {item!r}: expected NAME=VALUE or NAME=V1,V2,... with numbers")
         init[name.strip()] = values[0] if len(values) == 1 else values
     return init
 
 
 def load_model(path: str | Path):
-    """Import MODEL.py and return its `model`; a missing file, a broken file or a missing name raises one line."""
+    """Run MODEL.py as Python and return its `model`; a missing, misnamed or broken file, one that exits,
+    or a missing name raises ModelError in one line naming the file."""
     from variational.vi.model import Model
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
+        raise ModelError(f"model file not found: {path}")
+    if path.suffix != ".py":  # importlib has no loader for other suffixes; a .txt or .json is not a model
+        raise ModelError(f"{path}: a model file must be a Python file ending in .py, got {path.suffix or 'no suffix'!r}")
     spec = importlib.util.spec_from_file_location(f"_variational_model_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
+    except SystemExit as e:  # sys.exit() in the file would otherwise end the CLI silently with its status
+        raise ModelError(f"{path}: the model file called sys.exit({e.code!r}) while it was loaded; "
+                         "it must define `model` and return") from None
     except Exception as e:  # noqa: BLE001 -- any failure of the user's file becomes one line naming it
         raise _file_error(path, e) from e
     model = getattr(module, "model", None)
     if not isinstance(model, Model):
-        raise ValueError(f"{path} must define `model = variational.vi.Model(...)`, found {type(model).__name__}")
+        raise ModelError(f"{path} must define `model = variational.vi.Model(...)`, found {type(model).__name__}")
     if model.name == "model":
         model.name = path.stem
     return model
@@ -99,8 +107,6 @@ def load_model(path: str | Path):
 
 def _file_error(path: Path, error: Exception) -> Exception:
     """`path:line: Type: message` for an error raised while running the model file (its last line in the traceback)."""
-    from variational.errors import ModelError
-
     if isinstance(error, SyntaxError):
         line, message = error.lineno, error.msg
     else:
@@ -114,10 +120,10 @@ def run_fit(args: argparse.Namespace) -> int:
 
     model = load_model(args.model_file)
     options = {"objective": args.objective, "k": args.k, "estimator": args.estimator}
-    if args.draws:
+    if args.draws is not None:  # 0 reaches FitConfig, which refuses it, instead of meaning the default
         options["draws"] = args.draws
-    if args.mc_tol < 0:
-        raise ValueError(f"--mc-tol must be >= 0, got {args.mc_tol}")
+    if not args.mc_tol >= 0:
+        raise ConfigError(f"--mc-tol must be >= 0, got {args.mc_tol}")
     options["mc_tol"] = args.mc_tol or None
     if args.init:
         options["init"] = parse_init(args.init)
@@ -150,6 +156,8 @@ def _finite_or_null(value):
 
 
 def _verdict(post, k: float) -> str:
+    if post.info.improper:
+        return f"NOT TRUSTWORTHY: {post.info.improper}"
     if post.non_finite_share:
         return f"NOT TRUSTWORTHY: {post.non_finite_note()}"
     if not math.isfinite(post.elbo):

@@ -36,15 +36,18 @@ from variational.core.families import Family
 from variational.core.objectives import surrogate_elbo
 from variational.vi import mc_error
 from variational.vi.hessian import fixed_draw_hessian
-from variational.vi.model import Model, ModelError
+from variational.errors import ConfigError, ModelError
+from variational.vi.config import FitConfig
+from variational.vi.model import Model
 from variational.vi.posterior import FitInfo
+from variational.vi.runaway import Trajectory
 
 __all__ = ["choose_optimizer", "fit_deterministic", "fixed_draw_objective", "moment_matched_noise"]
 
 _RESTARTS = 3
 _LBFGS_FIRST = 200  # L-BFGS iterations before optimizer="auto" hands over to trust-region Newton-CG
 # Far from the optimum L-BFGS steps (one gradient each) are cheaper than Newton steps (a Hessian each);
-# 50 measured fastest of 0, 15, 30, 50 on the posteriordb posteriors (gp_pois_regr, low_dim_gauss_mix).
+# the number was chosen on the posteriordb benchmark (docs/design/vi-notes.md).
 _LBFGS_BEFORE_NEWTON = 50
 # Up to this many variational parameters the exact Hessian (P x P, d Hessian-vector products of log p
 # and a Cholesky per trust-region step) is cheaper than L-BFGS's many iterations; 377 is full rank in 26 dims.
@@ -68,8 +71,8 @@ def fixed_draw_objective(model: Model, q: Family, eps: Tensor, objective: str = 
 class _Flat:
     """Presents q's parameters as one float64 numpy vector for scipy, counting evaluations."""
 
-    def __init__(self, model: Model, q: Family, value_fn, hess_fn=None) -> None:
-        self.model, self.q = model, q
+    def __init__(self, model: Model, q: Family, value_fn, hess_fn=None, trajectory: Trajectory | None = None) -> None:
+        self.model, self.q, self.trajectory = model, q, trajectory
         self.params = [p for p in q.parameters() if p.requires_grad]
         self.value_fn, self.hess_fn, self.evals, self.trace = value_fn, hess_fn, 0, []
         self.size, self.dim = sum(p.numel() for p in self.params), q.dim
@@ -91,7 +94,10 @@ class _Flat:
         """
         self.set(x)
         self.evals += 1
-        value = self.value_fn()
+        try:
+            value = self.value_fn()
+        except torch.linalg.LinAlgError:  # q's own covariance not positive definite at x (low rank, W >> D)
+            value = torch.tensor(math.nan)
         if not torch.isfinite(value):
             worst = -min(self.trace, default=0.0)
             return worst + 1e6 * (1.0 + abs(worst)), np.zeros_like(x)
@@ -133,6 +139,8 @@ class _Flat:
         """
         if x is not None:
             self.set(x)
+            if self.trajectory is not None:
+                self.trajectory.record()
         with torch.no_grad():
             log_sd = self.q.marginal_log_scale().detach()
         bad = torch.nonzero(~(log_sd < _MAX_LOG_SCALE)).reshape(-1)  # NaN counts as diverged
@@ -157,13 +165,18 @@ def moment_matched_noise(q: Family, n: int, generator: torch.Generator) -> Tenso
     return eps / second.diagonal().sqrt()
 
 
-def fit_deterministic(model: Model, q: Family, cfg, generator: torch.Generator) -> FitInfo:
-    """Optimise the fixed-draw ELBO of `cfg.draws` draws to convergence; q is updated in place."""
+def fit_deterministic(model: Model, q: Family, cfg: FitConfig, generator: torch.Generator,
+                      trajectory: Trajectory | None = None) -> FitInfo:
+    """Optimise the fixed-draw ELBO of `cfg.draws` draws to convergence; q is updated in place.
+
+    `trajectory`, if given, records q at every accepted iterate.
+    """
     if cfg.objective != "elbo":
-        raise ValueError("the deterministic method fits the ELBO only: the fixed-draw IW bound is biased")
+        raise ConfigError("the deterministic method fits the ELBO only: the fixed-draw IW bound is biased")
     start = time.perf_counter()
     eps = moment_matched_noise(q, cfg.draws, generator)
-    flat = _Flat(model, q, lambda: fixed_draw_objective(model, q, eps), lambda: fixed_draw_hessian(model, q, eps))
+    flat = _Flat(model, q, lambda: fixed_draw_objective(model, q, eps), lambda: fixed_draw_hessian(model, q, eps),
+                 trajectory)
     _check_start(model, q, eps, flat)
     # ftol: a relative change a few units above the log density's own rounding (float32 models round at ~1e-7).
     ftol = 1e-12 if model.log_density(torch.zeros(2, model.dim, dtype=eps.dtype)).dtype == torch.float64 else 1e-6
@@ -202,7 +215,7 @@ def fit_deterministic(model: Model, q: Family, cfg, generator: torch.Generator) 
     )
 
 
-def _error_and_correction(flat: _Flat, eps: Tensor, cfg, generator: torch.Generator,
+def _error_and_correction(flat: _Flat, eps: Tensor, cfg: FitConfig, generator: torch.Generator,
                           x: np.ndarray) -> mc_error.Correction | None:
     """The Monte Carlo error of q's means at the optimum x (in q's sds), reduced to `cfg.mc_tol` when above it.
 
@@ -267,7 +280,7 @@ def choose_optimizer(optimizer: str, objective: str, q: Family, n_params: int) -
     """
     exact_ok = objective == "elbo" and q.entropy() is not None
     if optimizer == "trust-exact" and not exact_ok:
-        raise ValueError("optimizer='trust-exact' needs objective='elbo' and a Gaussian family (closed-form entropy)")
+        raise ConfigError("optimizer='trust-exact' needs objective='elbo' and a Gaussian family (closed-form entropy)")
     if optimizer != "auto":
         return [(optimizer, _NO_LIMIT)]
     if exact_ok and n_params <= _NEWTON_MAX_PARAMS:
@@ -288,15 +301,15 @@ def _run(flat: _Flat, x: np.ndarray, optimizer: str, max_iter: int, gtol: float,
 
 def _minimise(flat: _Flat, x0: np.ndarray, optimizer: str, max_iter: int, gtol: float, ftol: float):
     # scipy's linear algebra here is on small vectors and P x P matrices: BLAS threads only add
-    # synchronisation, which made trust-exact 5x slower on a busy 2-core machine (numpy/scipy's BLAS
-    # only; torch's thread pool, which evaluates the model, is left alone).
+    # synchronisation, which slows trust-exact down on a busy machine (docs/design/vi-notes.md;
+    # numpy/scipy's BLAS only: torch's thread pool, which evaluates the model, is left alone).
     with _blas_threads().limit(limits=1, user_api="blas"):
         return _minimise_with(flat, x0, optimizer, max_iter, gtol, ftol)
 
 
 @functools.cache
 def _blas_threads() -> ThreadpoolController:
-    """One controller for the process: building one scans the loaded libraries (1.6 ms a fit stage)."""
+    """One controller for the process: building one scans the loaded libraries, which costs on every fit stage."""
     return ThreadpoolController()
 
 

@@ -37,7 +37,7 @@ from variational.core.families import Family, FullRank, MeanField
 from variational.vi.hessian import jacobian_of_draws, split_columns
 from variational.vi.model import Model
 
-__all__ = ["Correction", "MCError", "correct", "draws_for", "estimate", "supports"]
+__all__ = ["Correction", "MCError", "correct", "draws_for", "estimate", "mean_gradient_covariance", "supports"]
 
 # Residual degrees of freedom below which the full quadratic regression is too noisy to trust;
 # with fewer pairs than that, only the squares eps_i^2 are regressed out (a conservative estimate).
@@ -83,7 +83,7 @@ def estimate(model: Model, q: Family, eps: Tensor, neg_hessian: Tensor) -> MCErr
     gradient = -(per_draw.mean(0) + entropy_grad.double())
     factor = torch.linalg.cholesky(neg_hessian.double())  # raises unless positive definite
     inv = torch.cholesky_inverse(factor)
-    covariance = inv @ _mean_covariance(per_draw, eps.double()) @ inv
+    covariance = inv @ mean_gradient_covariance(per_draw, eps.double()) @ inv
     covariance = 0.5 * (covariance + covariance.T)
     loc = _loc_slice(q, params)
     sd = q.marginal_log_scale().detach().double().exp()
@@ -173,8 +173,13 @@ def _per_draw_gradients(model: Model, q: Family, eps: Tensor, params: list[Tenso
     return torch.einsum("mdp,md->mp", jac, grad_z).detach()
 
 
-def _mean_covariance(per_draw: Tensor, eps: Tensor) -> Tensor:
-    """Covariance of the mean per-draw gradient under antithetic, moment-matched draws."""
+def mean_gradient_covariance(per_draw: Tensor, eps: Tensor) -> Tensor:
+    """Covariance of the mean of the M per-draw gradients (M, P) at antithetic, moment-matched draws eps (M, d).
+
+    Draw k and draw k + M/2 are a pair (eps, -eps): their average holds the even part of the
+    gradient; its quadratic part in eps is regressed out (moment matching makes its mean exact), and
+    the residual's covariance over the M/2 pairs, divided by M/2, is the answer.
+    """
     half = eps.shape[0] // 2
     even = 0.5 * (per_draw[:half] + per_draw[half : 2 * half])  # pair averages: the odd part cancels
     e = eps[:half]

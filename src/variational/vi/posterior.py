@@ -24,6 +24,7 @@ from torch import Tensor
 from variational.core.diagnostics import KHAT_WARN, importance_ess, psis
 from variational.core.families import Family
 from variational.core.objectives import log_mean_exp
+from variational.errors import ConfigError
 from variational.vi.model import Model
 
 __all__ = ["FitInfo", "Posterior"]
@@ -52,6 +53,9 @@ class FitInfo:
     mc_error: float | None = None
     correction_draws: int = 0
     correction_refused: bool = False
+    # Set when q's scale or location kept running off through the fit (`variational.vi.runaway`):
+    # one line naming the parameter; the posterior looks improper and the fit is not converged.
+    improper: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -126,6 +130,9 @@ class Posterior:
         Infinite when some log density is NaN or +inf; a finite k-hat with a non-finite ELBO also warns.
         """
         k = self._psis[1]
+        if self.info.improper:
+            warnings.warn(f"{self.info.improper}; do not trust q's summaries, whatever k-hat says", RuntimeWarning,
+                          stacklevel=2)
         if k > KHAT_WARN:
             warnings.warn(
                 f"k-hat = {k:.2f} > {KHAT_WARN}: q is a poor fit to the posterior; do not trust its "
@@ -140,8 +147,8 @@ class Posterior:
 
     @property
     def trustworthy(self) -> bool:
-        """k-hat at most 0.7 and a finite ELBO: q's summaries can be used."""
-        return bool(self._psis[1] <= KHAT_WARN and math.isfinite(self.elbo))
+        """k-hat at most 0.7, a finite ELBO and no sign of an improper posterior: q's summaries can be used."""
+        return bool(self._psis[1] <= KHAT_WARN and math.isfinite(self.elbo) and self.info.improper is None)
 
     def non_finite_note(self) -> str:
         """One line on the draws with a non-finite log density, or '' when there are none."""
@@ -166,7 +173,7 @@ class Posterior:
         Its expectation is a lower bound on log p(x) that tightens as k grows.
         """
         if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+            raise ConfigError(f"k must be >= 1, got {k}")
         return float(log_mean_exp(self.log_weights(k, self._generator(generator, offset=2)).double(), 0))
 
     def summary(self, n: int = 4000, quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)):

@@ -21,8 +21,11 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from variational.core.diagnostics import StoppingRule
 from variational.core.families import Family
 from variational.core.objectives import surrogate_elbo
+from variational.errors import ConfigError, FitError
+from variational.vi.config import FitConfig
 from variational.vi.model import Model
 from variational.vi.posterior import FitInfo
+from variational.vi.runaway import Trajectory
 
 __all__ = ["fit_stochastic", "minibatches"]
 
@@ -33,7 +36,7 @@ def minibatches(data: dict[str, Tensor], batch_size: int, generator: torch.Gener
     """Endless minibatches: each epoch is a fresh random permutation of the rows."""
     n = len(next(iter(data.values())))
     if batch_size > n:
-        raise ValueError(f"batch_size {batch_size} exceeds the number of data rows {n}")
+        raise ConfigError(f"batch_size {batch_size} exceeds the number of data rows {n}")
     while True:
         order = torch.randperm(n, generator=generator)
         for i in range(0, n - batch_size + 1, batch_size):
@@ -62,14 +65,18 @@ class _IterateAverage:
             vector_to_parameters(self.buffer[: min(self.count, len(self.buffer))].mean(0), self.params)
 
 
-def _step_objective(model: Model, q: Family, cfg, generator: torch.Generator, batch) -> Tensor:
+def _step_objective(model: Model, q: Family, cfg: FitConfig, generator: torch.Generator, batch) -> Tensor:
     k = cfg.k if cfg.objective == "iw" else 1
     z, log_q = q.rsample_and_log_prob(cfg.draws * k, generator, stop_gradient=cfg.estimator == "stl")
     return surrogate_elbo(model.log_density(z, batch), log_q, k)
 
 
-def fit_stochastic(model: Model, q: Family, cfg, generator: torch.Generator) -> FitInfo:
-    """Adam with plateau-triggered step decay and iterate averaging; q is updated in place."""
+def fit_stochastic(model: Model, q: Family, cfg: FitConfig, generator: torch.Generator,
+                   trajectory: Trajectory | None = None) -> FitInfo:
+    """Adam with plateau-triggered step decay and iterate averaging; q is updated in place.
+
+    `trajectory`, if given, records q after every step.
+    """
     start = time.perf_counter()
     batches = minibatches(model.data, cfg.batch_size, generator) if cfg.batch_size else None
     optimiser = torch.optim.Adam(q.parameters(), lr=cfg.lr)
@@ -82,13 +89,15 @@ def fit_stochastic(model: Model, q: Family, cfg, generator: torch.Generator) -> 
         if not torch.isfinite(value):
             bad += 1
             if bad >= _MAX_BAD_STEPS:
-                raise ValueError(f"{model.name}: the ELBO estimate was not finite for {bad} steps in a row; lower lr or init_scale")
+                raise FitError(f"{model.name}: the ELBO estimate was not finite for {bad} steps in a row; lower lr or init_scale")
             continue
         bad = 0
         (-value).backward()
         optimiser.step()
         trace.append(float(value.detach()))
         average.push()
+        if trajectory is not None:
+            trajectory.record()
         if step % max(cfg.window // 4, 1) == 0 and rule.is_stationary(np.asarray(trace[phase_start:])):
             if decays >= cfg.decays:
                 converged = True

@@ -1,5 +1,8 @@
 """posteriordb posteriors with hand-written PyTorch log densities, and their reference draws.
 
+A benchmark and test fixture, not part of the installed library: bench/vi_posteriordb.py imports it
+from its own folder, and tests/vi/conftest.py puts bench/ on sys.path for tests/vi/test_posteriordb.py.
+
 The folder (see its README.md) holds, per posterior, `data.json`, `info.json` (the log density in
 math, the constraints and the unconstrained coordinate order) and, for seven of the ten,
 `reference_draws.json.zip` (10 NUTS chains x 1,000 draws on the constrained scale). Each density
@@ -7,10 +10,10 @@ below is written from its info.json; its `Model` has the same unconstrained coor
 same order, as info.json's `unconstrained_param_order`.
 
 Where the folder lives: the `root` argument, else `$VARIATIONAL_POSTERIORDB`, else
-`../shared/posteriordb` beside the repository, else `/work/shared/posteriordb`.
+`shared/posteriordb` beside the repository.
 
-Example:
-    >>> from variational.vi import posteriordb
+Example (with bench/ on sys.path):
+    >>> import posteriordb_models as posteriordb
     >>> entry = posteriordb.load("eight_schools-eight_schools_noncentered")
     >>> entry.model.dim, tuple(entry.reference_unconstrained().shape)
     (10, (10000, 10))
@@ -30,53 +33,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import Tensor
-from torch.distributions import Beta, Gamma, HalfCauchy, HalfNormal, Normal, StudentT, biject_to, constraints
+from torch.distributions import Beta, Gamma, HalfCauchy, HalfNormal, Normal, StudentT, constraints
 
+from variational.vi.constraints import ordered
 from variational.vi.model import Model
 
-__all__ = ["PosteriorDBEntry", "default_root", "load", "names", "ordered_vector"]
+__all__ = ["PosteriorDBEntry", "default_root", "linear_recurrence", "load", "names"]
 
 Params = dict[str, Tensor]
 LOG2 = math.log(2.0)
-
-
-# ----------------------------------------------------------------------------------------------
-# An ordered-vector constraint (mu_1 < mu_2 < ...), which torch.distributions lacks: Stan's
-# transform y_1 = x_1, y_i = y_{i-1} + exp(x_i) (Stan Reference Manual, "Ordered vector").
-# ----------------------------------------------------------------------------------------------
-
-
-class _Ordered(constraints.Constraint):
-    event_dim = 1
-
-    def check(self, value: Tensor) -> Tensor:
-        return (value[..., 1:] > value[..., :-1]).all(-1)
-
-
-ordered_vector = _Ordered()
-
-
-class OrderedTransform(torch.distributions.Transform):
-    """R^k -> ordered vectors: y = cumsum([x_1, exp(x_2), ..., exp(x_k)]); log|J| = sum_{i>=2} x_i."""
-
-    domain = constraints.real_vector
-    codomain = ordered_vector
-    bijective = True
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, OrderedTransform)
-
-    def _call(self, x: Tensor) -> Tensor:
-        return torch.cat([x[..., :1], x[..., 1:].exp()], -1).cumsum(-1)
-
-    def _inverse(self, y: Tensor) -> Tensor:
-        return torch.cat([y[..., :1], (y[..., 1:] - y[..., :-1]).log()], -1)
-
-    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        return x[..., 1:].sum(-1)
-
-
-biject_to.register(_Ordered)(lambda constraint: OrderedTransform())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,7 +49,7 @@ biject_to.register(_Ordered)(lambda constraint: OrderedTransform())
 # ----------------------------------------------------------------------------------------------
 
 
-def _linear_recurrence(c: Tensor, b: Tensor) -> Tensor:
+def linear_recurrence(c: Tensor, b: Tensor) -> Tensor:
     """h_t = b h_{t-1} + c_t with h_0 = c_0, for all t at once: a doubling prefix scan over the last
     dim (Hillis and Steele 1986) in log2(T) vectorised steps instead of a loop over time."""
     h, power, shift, t = c, b, 1, c.shape[-1]
@@ -181,7 +146,7 @@ def _arma11(data: dict[str, Any], dtype: torch.dtype):
         mu, phi, theta, sigma = p["mu"], p["phi"], p["theta"], p["sigma"]
         # err_t = (y_t - mu - phi y_{t-1}) - theta err_{t-1}, with y_0 := mu (nu_1 = mu + phi mu).
         prev = torch.cat([mu.reshape(1), y[:-1]])
-        err = _linear_recurrence(y - mu - phi * prev, -theta)
+        err = linear_recurrence(y - mu - phi * prev, -theta)
         prior = wide.log_prob(mu) + narrow.log_prob(phi) + narrow.log_prob(theta) + half_cauchy.log_prob(sigma)
         return prior + _normal(0.0, sigma).log_prob(err).sum()
 
@@ -260,7 +225,7 @@ def _garch11(data: dict[str, Any], dtype: torch.dtype):
         beta1 = r * (1 - alpha1)
         # sigma_t^2 = alpha0 + alpha1 (y_{t-1} - mu)^2 + beta1 sigma_{t-1}^2, sigma_1 = sigma1 (data).
         shocks = alpha0 + alpha1 * (y[:-1] - mu) ** 2
-        var = _linear_recurrence(torch.cat([shocks.new_full((1,), sigma1**2), shocks]), beta1)
+        var = linear_recurrence(torch.cat([shocks.new_full((1,), sigma1**2), shocks]), beta1)
         # Flat priors; beta1 = r (1 - alpha1) on (0, 1 - alpha1) adds log(1 - alpha1) for r.
         return _normal(mu, var.sqrt()).log_prob(y).sum() + torch.log1p(-alpha1)
 
@@ -319,7 +284,7 @@ def _low_dim_gauss_mix(data: dict[str, Any], dtype: torch.dtype):
         parts = weights + _normal(mu[:, None], sigma[:, None]).log_prob(y)
         return prior + torch.logsumexp(parts, 0).sum()
 
-    spec = {"mu": (ordered_vector, (2,)), "sigma": (constraints.positive, (2,)), "theta": constraints.unit_interval}
+    spec = {"mu": (ordered, (2,)), "sigma": (constraints.positive, (2,)), "theta": constraints.unit_interval}
     return log_joint, spec
 
 
@@ -359,14 +324,13 @@ def _candidates(root: str | os.PathLike | None) -> list[Path]:
     if root is not None:
         return [Path(root)]
     found = [Path(os.environ["VARIATIONAL_POSTERIORDB"])] if os.environ.get("VARIATIONAL_POSTERIORDB") else []
-    here = Path(__file__).resolve().parents  # src/variational/vi/posteriordb.py: parents[3] is the repository
-    beside = [here[3].parent / "shared" / "posteriordb"] if len(here) > 4 else []
-    return found + beside + [Path("/work/shared/posteriordb")]
+    repository = Path(__file__).resolve().parents[1]  # bench/posteriordb_models.py
+    return [*found, repository.parent / "shared" / "posteriordb"]
 
 
 def default_root(root: str | os.PathLike | None = None) -> Path:
-    """The posteriordb folder: `root`, else $VARIATIONAL_POSTERIORDB, else ../shared/posteriordb, else
-    /work/shared/posteriordb. Raises FileNotFoundError listing where it looked."""
+    """The posteriordb folder: `root`, else $VARIATIONAL_POSTERIORDB, else shared/posteriordb beside the
+    repository. Raises FileNotFoundError listing where it looked."""
     tried = _candidates(root)
     for path in tried:
         if path.is_dir():
