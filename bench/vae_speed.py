@@ -8,7 +8,7 @@ turns epoch by epoch:
   (image, label) pair at a time the way torchvision's MNIST class with `ToTensor()` does (a PIL
   image per access, converted to a float tensor), the model's forward returning
   (recon, mu, logvar), the loss BCE(sum) + KLD, test loss per image after each epoch;
-- "variational": `variational.vae.train` (vae/trainer.py) with the `seed` preset.
+- "variational": `variational.vae.train` (vae/trainer.py) with the `reference` preset.
 
 A third figure times the matrix products of the same training steps alone (the forward and
 backward GEMMs of the four layers at batch 128, without the input gradient of the first layer,
@@ -116,7 +116,7 @@ def our_epoch(epoch: int, out: Path) -> tuple[tuple[float, float], vae.Run]:
     """Train `variational` to `epoch` epochs in `out`, resuming the run there after the first; the
     result equals one uninterrupted run (the trainer's resume is exact on CPU)."""
     if epoch == 1:
-        cfg = vae.VAEConfig(preset="seed", dataset="fashion-mnist", epochs=1, seed=0)
+        cfg = vae.VAEConfig(preset="reference", dataset="fashion-mnist", epochs=1, seed=0)
         run = vae.train(cfg, out, progress=False, log=lambda m: None)
     else:
         run = vae.resume(out, epochs=epoch, progress=False, log=lambda m: None)

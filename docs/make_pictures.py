@@ -6,12 +6,13 @@
 Each picture is made the way a user makes it: a VAE trained briefly (seeded) on the embedded digits,
 a posteriordb posterior fitted with `variational.vi` and drawn against its NUTS reference draws, and
 a classic problem of the calculus of variations solved and drawn beside its exact extremal. Nothing is
-downloaded; the posteriordb folder is found as `variational.vi.posteriordb` finds it.
+downloaded; the posteriordb densities are the benchmark's own (bench/posteriordb_models.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,17 +20,19 @@ from pathlib import Path
 from variational import calculus, vae, vi
 from variational.calculus.plot import plot_extremal
 from variational.vae import pictures
-from variational.vi import posteriordb
 from variational.vi.plot import save_marginals
 
 IMG = Path(__file__).resolve().parent / "img"
-VAE_EPOCHS = 20  # brief: the seed preset on 1,500 digits, enough for blurry but legible digits
+# The posteriordb densities are a benchmark fixture, not part of the installed library.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import posteriordb_models as posteriordb  # noqa: E402
+VAE_EPOCHS = 20  # brief: the reference preset on 1,500 digits, enough for blurry but legible digits
 POSTERIOR = "eight_schools-eight_schools_noncentered"
 
 
 def vae_pictures(out: Path) -> list[Path]:
-    """Prior samples and test-set reconstructions of the reference VAE (the `seed` preset)."""
-    config = vae.VAEConfig(preset="seed", dataset="digits", epochs=VAE_EPOCHS, seed=0)
+    """Prior samples and test-set reconstructions of the reference VAE (the `reference` preset)."""
+    config = vae.VAEConfig(preset="reference", dataset="digits", epochs=VAE_EPOCHS, seed=0)
     with tempfile.TemporaryDirectory() as run_dir:  # the run's checkpoints are not part of the docs
         run = vae.train(config, out=run_dir, progress=False, log=lambda msg: None)
     run.model.eval()

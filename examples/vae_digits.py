@@ -11,7 +11,7 @@ from variational import vae
 
 out = "runs/example-digits"
 shutil.rmtree(out, ignore_errors=True)  # an example: start afresh each time
-run = vae.train(vae.VAEConfig(preset="seed", dataset="digits", epochs=20), out=out)
+run = vae.train(vae.VAEConfig(preset="reference", dataset="digits", epochs=20), out=out)
 model = vae.load(run.dir)
 
 x = run.data.x_test[:100]
