@@ -1,11 +1,20 @@
-"""Atomic, pickle-free persistence."""
+"""Atomic, pickle-free persistence (variational.io; variational.checkpoint re-exports it)."""
 
 import pickle
 
 import pytest
 import torch
 
-from variational.checkpoint import CheckpointError, atomic_write, load_json, load_tensors, save_json, save_tensors
+from variational.errors import CheckpointError
+from variational.io import (
+    atomic_write,
+    dumps_json,
+    load_json,
+    load_tensors,
+    read_metadata,
+    save_json,
+    save_tensors,
+)
 
 
 def test_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path):
@@ -53,5 +62,29 @@ def test_damaged_tensor_bytes_are_detected(tmp_path):
     raw = bytearray(path.read_bytes())
     raw[-8:] = b"\x00" * 8  # the last two float32 values, inside the data section
     path.write_bytes(bytes(raw))
-    with pytest.raises(CheckpointError, match="w.safetensors: the tensor data does not match its checksum"):
+    with pytest.raises(CheckpointError, match="w.safetensors: the data or metadata does not match its checksum"):
         load_tensors(path)
+
+
+def test_edited_metadata_is_detected(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_tensors(path, {"w": torch.arange(4.0)}, metadata={"state": '{"epoch": 1}'})
+    meta = read_metadata(path)
+    save_file({"w": torch.arange(4.0)}, str(path), metadata={**meta, "state": '{"epoch": 7}'})  # checksum kept
+    with pytest.raises(CheckpointError, match="w.safetensors: the data or metadata does not match its checksum"):
+        load_tensors(path)
+
+
+def test_json_is_strict_nan_becomes_null(tmp_path):
+    save_json(tmp_path / "m.json", {"elbo": float("nan"), "xs": [1.5, float("-inf")]})
+    assert load_json(tmp_path / "m.json") == {"elbo": None, "xs": [1.5, None]}
+    assert "NaN" not in dumps_json({"a": float("nan")})
+
+
+def test_unwritable_target_is_one_checkpoint_error_naming_it(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(CheckpointError, match="cannot write .*file/sub/x.json"):
+        save_json(blocker / "sub" / "x.json", {})

@@ -61,7 +61,7 @@ def run() -> NoReturn:
         raise SystemExit(main())
     import traceback
 
-    from variational.vae.distributed import exit_process
+    from variational.training.process import exit_process
 
     try:
         code = main()

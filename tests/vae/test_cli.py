@@ -61,11 +61,58 @@ def test_config_file_is_overridden_by_flags(tmp_path):
     (["--arch", "conv", "--hidden", "400"], "two channel counts"),
     (["--dataset", "mnist", "--data-dir", "/nonexistent"], "/nonexistent"),
     (["--likelihood", "gaussian", "--binarize", "static"], "binarize='static'"),
+    (["--hidden", "400,,3"], "--hidden takes comma-separated integers such as 512,256 (or '' for none); got '400,,3'"),
+    # 400 * 10^9 * 3 weights: refused before any allocation, with the memory it would take.
+    (["--latent-dim", "1000000000"], "1,202,000,628,784 parameters, so training needs at least 17,911.2 GiB"),
+    (["--seed", "-1"], "seed must be an integer in [0, "),
+    (["--lr", "inf"], "lr must be a finite number"),
 ])
 def test_bad_options_give_one_line_errors(tmp_path, capsys, argv, message):
     code = main(["vae", "train", "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress", *argv])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[1, 2]", "a config file holds a table of field = value, not a list"),
+    ('"hello"', "a config file holds a table of field = value, not a str"),
+    ("{", "cannot parse config"),
+])
+def test_a_config_file_that_is_not_a_table_is_named(tmp_path, capsys, text, message):
+    cfg = tmp_path / "bad.json"
+    cfg.write_text(text)
+    assert main(["vae", "train", "--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: {message}" in err and err.count("\n") == 1, err
+
+
+def test_an_unusable_out_is_one_line_naming_it(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["vae", "train", "--epochs", "1", "--out", str(tmp_path / "file" / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot create the run directory {tmp_path / 'file' / 'run'}" in err and err.count("\n") == 1, err
+
+
+def test_sample_checks_every_output_before_writing_any(run_dir, tmp_path, capsys):
+    png, npy = tmp_path / "s.png", tmp_path / "missing" / "s.npy"
+    assert main(["vae", "sample", str(run_dir), "--out", str(png), "--npy", str(npy)]) == 2
+    assert f"--npy {npy}: the folder {npy.parent} does not exist" in capsys.readouterr().err
+    assert not png.exists()
+
+
+def test_a_device_this_machine_lacks_is_not_blamed_on_the_checkpoint(run_dir, capsys):
+    assert main(["vae", "train", "--resume", "--out", str(run_dir), "--device", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "device 'bogus' is not a torch device" in err and "stored config" not in err, err
+
+
+def test_the_reference_preset_and_its_alias():
+    from variational.vae import PRESETS, VAEConfig
+
+    ref = VAEConfig(preset="reference")
+    assert (ref.arch, ref.hidden, ref.latent_dim, ref.lr, ref.batch_size) == ("mlp", [400], 20, 1e-3, 128)
+    assert VAEConfig.from_dict({"preset": "seed"}) == VAEConfig.from_dict({"preset": "reference"})
+    assert VAEConfig(preset="seed").preset == "reference" and "seed" not in PRESETS
 
 
 def test_unknown_config_field_is_named(tmp_path, capsys):

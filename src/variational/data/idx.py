@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from variational.checkpoint import atomic_write
+from variational.io import atomic_write
 from variational.errors import DataError
 
 __all__ = ["IdxError", "read_idx", "write_idx", "read_images", "read_labels", "read_pair"]

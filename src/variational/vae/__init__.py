@@ -1,7 +1,7 @@
 """Variational autoencoders: amortised VI with an encoder q_phi(z|x) and a decoder p_theta(x|z).
 
 >>> from variational import vae
->>> run = vae.train(vae.VAEConfig(preset="seed", epochs=5), out="runs/digits")   # doctest: +SKIP
+>>> run = vae.train(vae.VAEConfig(preset="reference", epochs=5), out="runs/digits")  # doctest: +SKIP
 >>> model = vae.load("runs/digits")                                               # doctest: +SKIP
 >>> model.log_likelihood(run.data.x_test[:10], k=1000)                           # doctest: +SKIP
 

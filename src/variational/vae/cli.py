@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from variational.errors import ConfigError
+from variational.io import dumps_json
 from variational.vae.config import ARCHS, BINARIZE, LIKELIHOODS
 
 TRAIN_EXAMPLES = """examples:
@@ -46,7 +47,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML or JSON file of config fields")
     p.add_argument("--dataset", help="digits (default, embedded), digits8, mnist, fashion-mnist, kmnist, or a .npz/.npy path")
     p.add_argument("--data-dir", help="where to look for IDX datasets (then $VARIATIONAL_DATA, /usr/share/datasets)")
-    p.add_argument("--preset", help="seed (the texts' 784-400-20 MLP) or conv")
+    p.add_argument("--preset", help="reference (the texts' 784-400-20 MLP; `seed` is an alias) or conv")
     p.add_argument("--arch", choices=ARCHS)
     p.add_argument("--hidden", metavar="SIZES", help="comma-separated hidden sizes (mlp) or two channel counts (conv)")
     p.add_argument("--latent-dim", type=int)
@@ -139,11 +140,14 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _sizes(text: str) -> list[int]:
-    """'512,256' -> [512, 256]; '' -> [] (linear encoder and decoder)."""
+    """'512,256' -> [512, 256]; '' -> [] (linear encoder and decoder); an empty item is an error."""
+    if not text.strip():
+        return []
     try:
-        return [int(h) for h in text.split(",") if h.strip()]
+        return [int(h) for h in text.split(",")]  # int() refuses '' and '4x' alike
     except ValueError:
-        raise ValueError(f"--hidden takes comma-separated integers such as 512,256; got {text!r}") from None
+        raise ConfigError(f"--hidden takes comma-separated integers such as 512,256 (or '' for none); "
+                          f"got {text!r}") from None
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -151,12 +155,12 @@ def _train(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else None
     if args.resume and out is None:
-        raise ValueError("--resume needs --out RUN_DIR, the run to continue")
+        raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
     if args.resume:
         given = [f"--{n.replace('_', '-')}" for n in OVERRIDES
                  if n not in ("epochs", "device") and getattr(args, n, None) is not None]
         if given or args.config:
-            raise ValueError("--resume continues a run as it was configured; only --epochs and --device may "
+            raise ConfigError("--resume continues a run as it was configured; only --epochs and --device may "
                              f"change (got {', '.join(given + (['--config'] if args.config else []))})")
     config = None if args.resume else config_from_args(args)
     device = args.device or (_saved_device(out) if args.resume else config.device)
@@ -192,7 +196,8 @@ def _train_in(args: argparse.Namespace, config, out: Path | None, group) -> int:
     if main:
         _write_json(run.dir / "evaluation.json", result.to_dict())
         print(_format_eval(result, run.config.dataset))
-        print(f"run directory: {run.dir}  (samples.png, reconstructions.png, interpolation.png, latent.png, curves.png)")
+        drawn = ", ".join(p.name for p in run.pictures)
+        print(f"run directory: {run.dir}" + (f"  ({drawn})" if drawn else ""))
     return 0
 
 
@@ -222,7 +227,7 @@ def _eval(args: argparse.Namespace) -> int:
     if not main:
         return 0
     if args.json:
-        print(json.dumps({"run_dir": str(args.run_dir), "dataset": model.config.dataset, **result.to_dict()}))
+        print(dumps_json({"run_dir": str(args.run_dir), "dataset": model.config.dataset, **result.to_dict()}))
     else:
         print(_format_eval(result, model.config.dataset))
     return 0
@@ -235,12 +240,17 @@ def _sample(args: argparse.Namespace) -> int:
     from variational.plots import save_image_grid
     from variational.vae import load
 
+    png = Path(args.out or Path(args.run_dir) / "samples.png")
+    outputs = [("--out", png)] + ([("--npy", Path(args.npy))] if args.npy else [])
+    _check_outputs(outputs)  # every output path before anything is written
     model = load(args.run_dir)
     images = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed)).numpy()
-    path = save_image_grid(args.out or Path(args.run_dir) / "samples.png", images,
-                           title=f"{args.n} samples from the prior")
+    path = save_image_grid(png, images, title=f"{args.n} samples from the prior")
     if args.npy:
-        np.save(args.npy, images)
+        try:
+            np.save(args.npy, images)
+        except OSError as e:
+            raise ConfigError(f"--npy {args.npy}: cannot write ({e.strerror or e})") from None
     print(f"wrote {path}" + (f" and {args.npy}" if args.npy else ""))
     return 0
 
@@ -248,6 +258,7 @@ def _sample(args: argparse.Namespace) -> int:
 def _reconstruct(args: argparse.Namespace) -> int:
     from variational.vae.pictures import save_reconstructions
 
+    _check_outputs([("--out", Path(args.out or Path(args.run_dir) / "reconstructions.png"))])
     model, data = _model_and_test(args.run_dir)
     path = save_reconstructions(model, data.x_test, Path(args.out or Path(args.run_dir) / "reconstructions.png"),
                                 n=args.n)
@@ -258,6 +269,8 @@ def _reconstruct(args: argparse.Namespace) -> int:
 def _latent(args: argparse.Namespace) -> int:
     from variational.vae.pictures import save_interpolation, save_latent
 
+    _check_outputs([("--out", Path(args.out or Path(args.run_dir) / "latent.png"))]
+                   + ([("--interpolation", Path(args.interpolation))] if args.interpolation else []))
     model, data = _model_and_test(args.run_dir)
     path = save_latent(model, data.x_test[:2000], None if data.y_test is None else data.y_test[:2000],
                        Path(args.out or Path(args.run_dir) / "latent.png"))
@@ -265,6 +278,20 @@ def _latent(args: argparse.Namespace) -> int:
     if args.interpolation:
         print(f"wrote {save_interpolation(model, data.x_test, Path(args.interpolation))}")
     return 0
+
+
+def _check_outputs(outputs: list[tuple[str, Path]]) -> None:
+    """A ConfigError naming the option and path whose folder is missing or not writable."""
+    import os
+
+    for option, path in outputs:
+        folder = path.parent
+        if path.is_dir():
+            raise ConfigError(f"{option} {path}: is a folder; give a file name")
+        if not folder.is_dir():
+            raise ConfigError(f"{option} {path}: the folder {folder} does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(f"{option} {path}: the folder {folder} is not writable")
 
 
 def _model_and_test(run_dir: str, device: str = "cpu"):
@@ -303,6 +330,6 @@ def _format_eval(result, dataset: str) -> str:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    from variational.checkpoint import save_json
+    from variational.io import save_json
 
     save_json(path, obj)

@@ -20,11 +20,11 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm.auto import tqdm
 
+from variational.errors import FitError
 from variational.memory import keep_freed_memory
 from variational.vae import distributed
 from variational.vae.distributed import Group
 from variational.vae.model import VAE
-
 
 # Decoder rows (image x sample pairs) per pass of the importance-weighted estimate. Passes of ~4k
 # rows keep the buffers in the allocator's reuse range: 50k-row passes spent as much time in the
@@ -110,7 +110,17 @@ def evaluate(model: VAE, x: torch.Tensor, iw_samples: int = 0, seed: int = 0, pr
         result.log_px_bpd = bpd(result.log_px)
         result.iw_samples = iw_samples
     model.train(was_training)
+    _require_finite(result)
     return result
+
+
+def _require_finite(result: Evaluation) -> None:
+    """A non-finite estimate is an error, not a number to print: the model overflows on these images."""
+    for name in ("elbo", "log_px"):
+        value = getattr(result, name)
+        if value is not None and not math.isfinite(value):
+            raise FitError(f"the model's {name.replace('_', ' ')} is {value} on these {result.n_images} images: "
+                           "its outputs overflow (weights too large or damaged); it cannot be evaluated")
 
 
 def _mean_and_stderr(values: torch.Tensor, group: Group | None) -> tuple[float, float]:

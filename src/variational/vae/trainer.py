@@ -12,43 +12,44 @@ rank 0 alone writes checkpoints, metrics and pictures.
 
 from __future__ import annotations
 
-import json
 import math
-import signal
-import sys
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from variational import data as datasets
-from variational.checkpoint import save_json
+from variational.errors import CheckpointError, ConfigError, VariationalError
+from variational.io import save_json
 from variational.memory import keep_freed_memory
+from variational.training import progress as bars
+from variational.training.capacity import require_memory
+from variational.training.checkpoint import Checkpoint
+from variational.training.divergence import TrainingDiverged, check_loss
+from variational.training.lock import RunLock
+from variational.training.metrics import METRICS
+from variational.training.rundir import CHECKPOINT, RunDirectory
+from variational.training.signals import StopOnSignal, TrainingInterrupted
 from variational.vae import distributed, persist
 from variational.vae.adam_step import adam_step, flush_subnormal_moments
 from variational.vae.config import VAEConfig
 from variational.vae.evaluation import mean_elbo
 from variational.vae.model import VAE
 
-CHECKPOINT = "checkpoint.safetensors"
 WEIGHTS = "model.safetensors"
-METRICS = "metrics.jsonl"
+# What pictures.save_all draws; a resume of a finished run redraws them if one is missing.
+PICTURES = ("samples.png", "reconstructions.png", "latent.png", "interpolation.png", "curves.png")
 # Steps between flushes of Adam's subnormal moments (vae/adam_step.py), counted over the whole run so
 # that a resumed run flushes where the uninterrupted one does. For the reference model a flush takes
 # 0.1 ms, and after one about 200 new subnormals build up in 64 steps (140,000 without any).
 _FLUSH_EVERY = 64
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-class TrainingInterrupted(RuntimeError):
-    """SIGINT or SIGTERM arrived; a checkpoint at the current step was written first."""
+__all__ = ["CHECKPOINT", "METRICS", "PICTURES", "WEIGHTS", "Run", "TrainData", "TrainingDiverged",
+           "TrainingInterrupted", "default_out", "prepare_data", "resume", "train"]
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Run:
     config: VAEConfig
     metrics: list[dict] = field(default_factory=list)
     data: TrainData | None = None
+    pictures: list[Path] = field(default_factory=list)  # the pictures the run directory holds
 
 
 def prepare_data(config: VAEConfig) -> TrainData:
@@ -76,7 +78,10 @@ def prepare_data(config: VAEConfig) -> TrainData:
     ds = datasets.load(config.dataset, data_dir=config.data_dir)
     train, x_val = ds.train, None
     if config.val_fraction > 0:
-        train, val = datasets.split_validation(ds.train, config.val_fraction, seed=config.seed)
+        try:
+            train, val = datasets.split_validation(ds.train, config.val_fraction, seed=config.seed)
+        except ValueError as e:  # a share that leaves an empty part
+            raise e if isinstance(e, VariationalError) else ConfigError(f"--val-fraction: {e}") from None
         x_val = val.images
     x_train, x_test = train.images, ds.test.images
     if config.binarize == "static":
@@ -95,33 +100,6 @@ def default_out(config: VAEConfig) -> Path:
     return Path("runs") / Path(config.dataset).stem
 
 
-class _StopOnSignal:
-    """Turn SIGINT/SIGTERM into a flag the loop checks after each step (main thread only)."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> "_StopOnSignal":
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: object) -> None:
-        # The first signal asks for a clean stop; the previous handlers come back at once, so a
-        # second Ctrl-C (KeyboardInterrupt) or SIGTERM ends the process without waiting.
-        self.signum = signum
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping at the end of this step "
-                         "(send it again to abort at once)\n")
-
-    def __exit__(self, *exc: object) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-
-
 def train(config: VAEConfig, out: str | Path | None = None, resume: bool = False, progress: bool = True,
           on_step: Callable[[int, int, float], None] | None = None, log: Callable[[str], None] | None = None) -> Run:
     """Train a VAE, writing checkpoints, metrics and pictures into `out`.
@@ -129,6 +107,8 @@ def train(config: VAEConfig, out: str | Path | None = None, resume: bool = False
     `out` defaults to runs/<dataset>. `resume=True` continues from `out/checkpoint.safetensors`
     (the config is read from it; only `epochs` and `device` are taken from `config`; see `resume`).
     `on_step(epoch, step, loss)` is called after every optimiser step.
+    The run directory has one writer: a second `train` or `resume` into it while this one runs
+    raises RunLockedError (`variational.training.lock`).
     In a process group of several ranks (`distributed.setup`) training is data-parallel; the batch
     size stays the global one, and rank 0 alone writes into `out` and logs.
     On CPU it makes glibc keep freed memory for reuse, process-wide (`variational.memory`).
@@ -138,39 +118,50 @@ def train(config: VAEConfig, out: str | Path | None = None, resume: bool = False
     out = Path(out) if out is not None else default_out(config)
     group = distributed.current()
     main = group is None or group.is_main
-    log = (log or (lambda msg: tqdm.write(msg))) if main else (lambda msg: None)
-    config = _resolve_config(config, out, resume)
+    log = (log or bars.write) if main else (lambda msg: None)
+    if resume and not (out / CHECKPOINT).is_file():
+        raise _no_checkpoint(Path(out))
+    with RunDirectory(out, create=not resume, lock=main) as run_dir:
+        if run_dir.stale_holder is not None:
+            log(f"{out}: process {run_dir.stale_holder} ended without releasing the run; taking it over")
+        if run_dir.removed:
+            log(f"{out}: removed {len(run_dir.removed)} unfinished temporary file(s) of an interrupted write")
+        config = _resolve_config(config, out, resume)
+        return _train(config, run_dir, resume, progress and main, on_step, log, group)
+
+
+def _train(config: VAEConfig, run_dir: RunDirectory, resume: bool, progress: bool,
+           on_step: Callable[[int, int, float], None] | None, log: Callable[[str], None],
+           group: distributed.Group | None) -> Run:
+    out, main = run_dir.path, group is None or group.is_main
     if torch.device(config.device).type == "cpu":
         keep_freed_memory()  # each step's tensors reuse the last step's pages (variational/memory.py)
-    torch.manual_seed(config.seed)  # weight initialisation; all later randomness uses `g`
     data = prepare_data(config)
-    model = VAE(config, tuple(data.x_train.shape[1:])).to(config.device)
+    model = _build_model(config, tuple(data.x_train.shape[1:]))
     opt = _adam(model, config)
     g = torch.Generator(device=config.device).manual_seed(config.seed)
     loop = _LoopState(epoch=0, step=0, perm=None, loss_sum=0.0, seen=0)
     metrics: list[dict] = []
     if resume:
-        loop, metrics = _restore(out, model, opt, g, config, write=main)
+        loop, metrics = _restore(run_dir, model, opt, g, config, len(data.x_train), write=main)
         if loop.epoch >= config.epochs:
             log(f"{out} has completed {loop.epoch} epochs already; pass a larger --epochs to train further")
-            return Run(out, model, config, metrics, data)
+            return Run(out, model, config, metrics, data, _redraw_missing(model, data, metrics, out, main, log))
         log(f"resuming {out} at epoch {loop.epoch + 1}, step {loop.step}")
     elif main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / METRICS).write_text("")
+        run_dir.metrics.start()
     if main:
         save_json(out / "config.json", config.to_dict())
     ddp = None if group is None else distributed.wrap(model, group)
     log(f"data: {data.description}; model: {_describe(model)}" + _describe_group(group, config))
-    with _StopOnSignal() as stop:
+    with StopOnSignal() as stop:
         for epoch in range(loop.epoch, config.epochs):
-            loop = _run_epoch(model, opt, g, data, config, epoch, loop, out, stop, progress and main, on_step, ddp)
+            loop = _run_epoch(model, opt, g, data, config, epoch, loop, out, stop, progress, on_step, ddp)
             row = _epoch_metrics(model, data, config, epoch, loop, group)
             metrics.append(row)
             loop = _LoopState(epoch=epoch + 1, step=0, perm=None, loss_sum=0.0, seen=0, started=loop.started)
             if main:
-                with open(out / METRICS, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                run_dir.metrics.append(row)
                 _checkpoint(out, model, opt, g, loop)
                 persist.save_model(out / WEIGHTS, model)
             log(_format_row(row, config.epochs))
@@ -178,13 +169,40 @@ def train(config: VAEConfig, out: str | Path | None = None, resume: bool = False
                 # A signal during the evaluation: the epoch's checkpoint is already written.
                 # (Under torchrun the next step's all-reduce makes every rank stop together.)
                 raise TrainingInterrupted(
-                    f"stopped by signal {signal.Signals(stop.signum).name} after epoch {epoch + 1}; "
+                    f"stopped by signal {stop.name} after epoch {epoch + 1}; "
                     f"checkpoint saved. Continue with: variational vae train --resume --out {out}")
-    if main:
-        from variational.vae import pictures  # matplotlib only once training is done
+    pictures = _draw(model, data, metrics, out) if main else []
+    return Run(out, model, config, metrics, data, pictures)
 
-        pictures.save_all(model, data.x_test, data.y_test, metrics, out)
-    return Run(out, model, config, metrics, data)
+
+def _build_model(config: VAEConfig, image_shape: tuple[int, ...]) -> VAE:
+    """The VAE on its device, after checking (on the meta device: no allocation) that it fits there."""
+    try:
+        with torch.device("meta"):
+            shape_only = VAE(config, image_shape)
+    except ValueError as e:  # the networks' own checks of the config against the image shape
+        raise e if isinstance(e, VariationalError) else ConfigError(str(e)) from None
+    c = config
+    require_memory(shape_only, c.device, f"the model ({c.arch}, hidden {c.hidden}, latent_dim {c.latent_dim})")
+    torch.manual_seed(config.seed)  # weight initialisation; all later randomness uses `g`
+    return VAE(config, image_shape).to(config.device)
+
+
+def _draw(model: VAE, data: TrainData, metrics: list[dict], out: Path) -> list[Path]:
+    from variational.vae import pictures  # matplotlib only once training is done
+
+    # Report what is on disk, not what was asked for: a picture that could not be drawn is not listed.
+    return [Path(p) for p in pictures.save_all(model, data.x_test, data.y_test, metrics, out) if Path(p).is_file()]
+
+
+def _redraw_missing(model: VAE, data: TrainData, metrics: list[dict], out: Path, main: bool,
+                    log: Callable[[str], None]) -> list[Path]:
+    """The pictures of a finished run, drawn again when one is missing (a run killed while drawing them)."""
+    missing = [name for name in PICTURES if not (out / name).is_file()]
+    if missing and main:
+        log(f"{out}: drawing the missing picture(s) {', '.join(missing)}")
+        return _draw(model, data, metrics, out)
+    return [out / name for name in PICTURES if (out / name).is_file()]
 
 
 @dataclass
@@ -198,7 +216,7 @@ class _LoopState:
 
 
 def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data: TrainData, config: VAEConfig,
-               epoch: int, loop: _LoopState, out: Path, stop: _StopOnSignal, progress: bool,
+               epoch: int, loop: _LoopState, out: Path, stop: StopOnSignal, progress: bool,
                on_step: Callable[[int, int, float], None] | None,
                ddp: torch.nn.parallel.DistributedDataParallel | None = None) -> _LoopState:
     x_all = data.x_train
@@ -210,8 +228,7 @@ def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data:
     beta = config.beta_at(epoch)
     n_batches = math.ceil(n / bs)
     model.train()
-    bar = tqdm(total=n_batches, initial=loop.step, desc=f"epoch {epoch + 1}/{config.epochs}",
-               unit="batch", disable=not progress, leave=False, dynamic_ncols=True)
+    bar = bars.EpochBar(epoch, config.epochs, n_batches, done=loop.step, enabled=progress)
     for step in range(loop.step, n_batches):
         x = x_all.index_select(0, loop.perm[step * bs:(step + 1) * bs])
         if config.binarize == "dynamic":
@@ -224,15 +241,12 @@ def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data:
             value = model.loss_and_gradients(x, beta=beta, generator=g)
         if not math.isfinite(value):
             bar.close()
-            raise TrainingDiverged(
-                f"loss is {value} at epoch {epoch + 1}, step {step + 1}; the last good checkpoint "
-                f"({out / CHECKPOINT}, if any) is kept. Try a smaller --lr, or check the data for NaNs.")
+            check_loss(value, epoch, step, out / CHECKPOINT)
         adam_step(opt)
         if (epoch * n_batches + step + 1) % _FLUSH_EVERY == 0:
             flush_subnormal_moments(opt)
         loop.step, loop.loss_sum, loop.seen = step + 1, loop.loss_sum + value * len(x), loop.seen + len(x)
-        bar.update(1)
-        bar.set_postfix_str(f"loss={loop.loss_sum / loop.seen:.2f}", refresh=False)
+        bar.step(loop.loss_sum / loop.seen)
         if on_step is not None:
             on_step(epoch, step, value)
         if ddp is None:  # read here, after on_step: a signal may arrive at any moment
@@ -243,9 +257,8 @@ def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data:
                 _checkpoint(out, model, opt, g, loop)
             if group is not None:  # no rank exits (and so ends the job) before the file is whole
                 distributed.barrier(group, "the barrier after the interrupt checkpoint")
-            name = signal.Signals(stop.signum).name if stop.signum is not None else "on another rank"
             raise TrainingInterrupted(
-                f"stopped by signal {name} at epoch {epoch + 1}, step {step + 1}; "
+                f"stopped by signal {stop.name} at epoch {epoch + 1}, step {step + 1}; "
                 f"checkpoint saved. Continue with: variational vae train --resume --out {out}")
     bar.close()
     return loop
@@ -267,55 +280,82 @@ def _epoch_metrics(model: VAE, data: TrainData, config: VAEConfig, epoch: int, l
 
 
 def _checkpoint(out: Path, model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, loop: _LoopState) -> None:
-    extra = {"rng.train": g.get_state()}
-    if loop.perm is not None:
-        extra["loop.perm"] = loop.perm
+    extra = {} if loop.perm is None else {"loop.perm": loop.perm}
     state = {"epoch": loop.epoch, "step": loop.step, "loss_sum": loop.loss_sum, "seen": loop.seen}
-    persist.save_checkpoint(out / CHECKPOINT, model, opt, state, extra)
+    persist.save_checkpoint(out / CHECKPOINT, model, opt, state, extra, generators={"train": g})
 
 
-def _restore(out: Path, model: VAE, opt: torch.optim.Optimizer, g: torch.Generator,
-             config: VAEConfig, write: bool = True) -> tuple[_LoopState, list[dict]]:
-    state, extra = persist.load_checkpoint(out / CHECKPOINT, model, opt, device=config.device)
-    g.set_state(extra["rng.train"].cpu())
-    loop = _LoopState(epoch=state["epoch"], step=state["step"], perm=extra.get("loop.perm"),
-                      loss_sum=state["loss_sum"], seen=state["seen"])
+def _restore(run_dir: RunDirectory, model: VAE, opt: torch.optim.Optimizer, g: torch.Generator,
+             config: VAEConfig, n_train: int, write: bool = True) -> tuple[_LoopState, list[dict]]:
+    saved = persist.load_checkpoint(run_dir.checkpoint, model, opt, {"train": g}, device=config.device)
+    loop = _loop_state(saved, n_train, config.batch_size, run_dir.checkpoint)
     # Keep the metrics of completed epochs only: a crash after a metrics line but before its
     # checkpoint would otherwise leave a line for an epoch that is about to be redone.
-    lines = [ln for ln in (out / METRICS).read_text().splitlines() if ln.strip()] if (out / METRICS).exists() else []
-    metrics = [json.loads(ln) for ln in lines[: loop.epoch]]
-    if write:  # rank 0 only under torchrun
-        (out / METRICS).write_text("".join(json.dumps(m) + "\n" for m in metrics))
-    return loop, metrics
+    return loop, run_dir.metrics.restore(loop.epoch, write=write)  # write: rank 0 only under torchrun
+
+
+def _loop_state(saved: Checkpoint, n: int, batch_size: int, path: Path) -> _LoopState:
+    """The saved loop position, checked against the data and config it must belong to."""
+    state, perm = saved.state, saved.extra.get("loop.perm")
+    kinds = {"epoch": int, "step": int, "seen": int, "loss_sum": (int, float)}
+    if set(state) != set(kinds) or any(isinstance(state[k], bool) or not isinstance(state[k], t)
+                                       for k, t in kinds.items()):
+        raise CheckpointError(f"{path}: the loop state {state} is not epoch, step, seen (integers) and loss_sum")
+    epoch, step, seen, loss_sum = state["epoch"], state["step"], state["seen"], float(state["loss_sum"])
+    n_batches = math.ceil(n / batch_size)
+    problem = None
+    if epoch < 0:
+        problem = f"epoch {epoch} is negative"
+    elif not 0 <= step <= n_batches:
+        problem = f"step {step} is outside 0..{n_batches}, the batches of an epoch of {n} images"
+    elif seen != min(step * batch_size, n):
+        problem = f"{seen} images seen is not what {step} batches of {batch_size} hold"
+    elif not math.isfinite(loss_sum) or (step == 0 and loss_sum != 0):
+        problem = f"the running loss {loss_sum} does not fit step {step}"
+    elif step > 0 and (perm is None or perm.dtype != torch.int64 or perm.shape != (n,)
+                       or not torch.equal(perm.sort().values.cpu(), torch.arange(n))):
+        problem = f"the epoch's order is missing or not a permutation of the {n} training images"
+    elif step == 0 and perm is not None:
+        problem = "an epoch's order is saved before the epoch started"
+    if problem:
+        raise CheckpointError(f"{path}: the loop state does not fit this run's data and config: {problem}")
+    return _LoopState(epoch=epoch, step=step, perm=perm, loss_sum=loss_sum, seen=seen)
 
 
 def _resolve_config(config: VAEConfig, out: Path, resume: bool) -> VAEConfig:
     if not resume:
         if (out / CHECKPOINT).exists():
-            raise ValueError(f"{out} already holds a run; continue it with --resume or choose a new --out")
+            raise ConfigError(f"{out} already holds a run; continue it with --resume or choose a new --out")
         return config
     if not (out / CHECKPOINT).exists():
-        raise ValueError(f"cannot resume: no {CHECKPOINT} in {out}")
+        raise CheckpointError(f"cannot resume: no {CHECKPOINT} in {out}")  # (under the lock)
     trained_on = persist.stored_device(out / CHECKPOINT)
     if torch.device(trained_on).type != torch.device(config.device).type:
-        raise ValueError(f"{out} was trained on {trained_on!r}; its random-number state belongs to that kind of "
-                         f"device, so resume it with --device {trained_on}")
+        raise ConfigError(f"{out} was trained on {trained_on!r}; its random-number state belongs to that kind of "
+                          f"device, so resume it with --device {trained_on}")
     saved, _ = persist.read_config(out / CHECKPOINT, device=config.device)
     saved.epochs = config.epochs  # with the device, the only field a resume may change
     return saved
 
 
-def resume(out: str | Path, epochs: int | None = None, device: str | None = None, **kwargs) -> Run:
+def resume(out: str | Path, epochs: int | None = None, device: str | None = None, **kwargs: Any) -> Run:
     """Continue the run in `out` from its checkpoint, optionally to a new number of epochs.
 
     The device must be of the kind the run was trained on (its generator state is device-specific).
     """
     path = Path(out) / CHECKPOINT
     if not path.exists():
-        raise ValueError(f"cannot resume: no {CHECKPOINT} in {out}")
+        raise _no_checkpoint(Path(out))
     saved, _ = persist.read_config(path, device=device or persist.stored_device(path))
     saved.epochs = epochs or saved.epochs
     return train(saved, out, resume=True, **kwargs)
+
+
+def _no_checkpoint(out: Path) -> CheckpointError:
+    """The error for a resume without a checkpoint; RunLockedError instead while a new run is starting there."""
+    if out.is_dir():
+        RunLock(out).acquire().release()
+    return CheckpointError(f"cannot resume: no {CHECKPOINT} in {out}")
 
 
 def _adam(model: VAE, config: VAEConfig) -> torch.optim.Adam:
