@@ -18,6 +18,9 @@ from torch.distributions import Distribution, constraints
 from torch.special import log_ndtr
 
 
+_FAR = 1e6  # standardised distances are clamped here: float64's log_ndtr and its gradient are exact below
+
+
 def to_levels(x01: Tensor, levels: int) -> Tensor:
     """Images in [0, 1] rounded to `levels` levels and scaled to [-1, 1]."""
     return (x01.clamp(0, 1) * (levels - 1)).round() / (levels - 1) * 2 - 1
@@ -29,8 +32,14 @@ def from_model_space(x: Tensor) -> Tensor:
 
 
 def _log_sub_exp(a: Tensor, b: Tensor) -> Tensor:
-    """log(exp(a) - exp(b)) for a >= b, accurate when b is close to a (expm1)."""
-    return a + torch.log(-torch.expm1((b - a).clamp(max=0)))
+    """log(exp(a) - exp(b)) for a >= b, accurate when b is close to a (expm1).
+
+    The floor at the dtype's smallest normal number keeps the value and its gradient finite where
+    a == b: `log_prob` computes both sides of a `torch.where`, and an infinite gradient in the side
+    not taken would still turn the gradient into NaN (0 * inf).
+    """
+    diff = -torch.expm1((b - a).clamp(max=0))
+    return a + torch.log(diff.clamp(min=torch.finfo(diff.dtype).tiny))
 
 
 class DiscretizedNormal(Distribution):
@@ -51,16 +60,20 @@ class DiscretizedNormal(Distribution):
         return constraints.interval(-1.0, 1.0)
 
     def log_prob(self, x: Tensor) -> Tensor:
+        # In float64: float32's log_ndtr has wrong gradients beyond about 1000 sds, which a decoder with a
+        # small variance reaches early in training. The bins then stay exact to a million sds.
+        dtype = torch.promote_types(self.loc.dtype, x.dtype)
+        x, loc, scale = x.double(), self.loc.double(), self.scale.double()
         half = 1.0 / (self.levels - 1)  # half a bin's width
-        upper = (x + half - self.loc) / self.scale
-        lower = (x - half - self.loc) / self.scale
+        upper = ((x + half - loc) / scale).clamp(-_FAR, _FAR)
+        lower = ((x - half - loc) / scale).clamp(-_FAR, _FAR)
         # Mass between the edges, computed on the side of the mean where the tails are not both ~1:
         # log(Phi(u) - Phi(l)) below the mean, log(Phi(-l) - Phi(-u)) above it.
         below = _log_sub_exp(log_ndtr(upper), log_ndtr(lower))
         above = _log_sub_exp(log_ndtr(-lower), log_ndtr(-upper))
         middle = torch.where(lower > 0, above, below)
         first, last = x < -1 + half, x > 1 - half  # the end bins reach to -inf and +inf
-        return torch.where(first, log_ndtr(upper), torch.where(last, log_ndtr(-lower), middle))
+        return torch.where(first, log_ndtr(upper), torch.where(last, log_ndtr(-lower), middle)).to(dtype)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
         with torch.no_grad():
