@@ -16,13 +16,13 @@ from pathlib import Path
 from variational._lazy import lazy_exports
 
 _HOME = {
-    "DiffusionConfig": "config", "OBJECTIVES": "config",
+    "DiffusionConfig": "config", "OBJECTIVES": "choices",
     "Diffusion": "model",
-    "Schedule": "schedule", "SCHEDULES": "schedule",
+    "Schedule": "schedule", "SCHEDULES": "choices",
     "Bound": "evaluation",
     "DiscretizedNormal": "likelihood",
     "ImportanceSampler": "objectives",
-    "SAMPLERS": "samplers",
+    "SAMPLERS": "choices",
     "PRESETS": "unet", "UNet": "unet", "UNetSpec": "unet",
     "Run": "trainer", "TrainingDiverged": "trainer", "TrainingInterrupted": "trainer", "resume": "trainer",
     "train": "trainer",

@@ -14,13 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from variational.diffusion.reverse import PARAMETERIZATIONS, VARIANCES
-from variational.diffusion.schedule import SCHEDULES
-from variational.diffusion.unet import PRESETS, UNetSpec
+from variational.diffusion.choices import BINARIZE, OBJECTIVES, PARAMETERIZATIONS, SCHEDULES, VARIANCES
 from variational.errors import ConfigError
-
-OBJECTIVES = ("simple", "vlb", "hybrid")
-BINARIZE = ("none", "static", "dynamic")  # the modes of variational.data.binarize
 _NET_FIELDS = ("channels", "mults", "res_blocks", "attention", "dropout")
 
 
@@ -51,11 +46,13 @@ class DiffusionConfig:
     variance: str = "learned"
     objective: str = "hybrid"
     hybrid_lambda: float = 0.001  # Nichol and Dhariwal 2021, sec. 3.1
-    epochs: int = 10
+    epochs: int = 40  # the defaults: a first run on digits8 of about 500 steps
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 2e-3
     grad_clip: float = 1.0  # gradient norm clipping, as in Ho et al.'s code; 0 turns it off
-    ema: float = 0.999  # EMA decay of the weights; 0 turns the EMA off
+    # EMA decay of the weights; 0 turns the EMA off. Ho et al.'s 0.9999 suits 800 k steps: the average
+    # starts at the initial weights, which keep a share decay^steps, so a short run needs a shorter memory.
+    ema: float = 0.995
     seed: int = 0
     device: str = "cpu"
     eval_t_samples: int = 4  # sampled t per test image for the per-epoch test bound
@@ -63,6 +60,8 @@ class DiffusionConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
+        from variational.diffusion.unet import PRESETS
+
         _check_choice("preset", self.preset, tuple(PRESETS))
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
@@ -99,7 +98,10 @@ class DiffusionConfig:
     def data_levels(self) -> int:
         return self.levels if self.levels is not None else (2 if self.binarize != "none" else 256)
 
-    def unet_spec(self) -> UNetSpec:
+    def unet_spec(self):
+        """The U-Net's `UNetSpec`: the preset's, with the fields this config sets."""
+        from variational.diffusion.unet import PRESETS, UNetSpec
+
         values = {**PRESETS[self.preset]}
         for name in _NET_FIELDS:
             if getattr(self, name) is not None:

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from variational.diffusion.choices import PARAMETERIZATIONS, VARIANCES  # noqa: F401  (re-exported)
 from variational.diffusion.schedule import Schedule
 
-PARAMETERIZATIONS = ("eps", "x0", "v")
-VARIANCES = ("small", "large", "learned")
 
 
 def output_channels(channels: int, variance: str) -> int:

@@ -12,10 +12,10 @@ import math
 import torch
 from torch import Tensor
 
+from variational.diffusion.choices import SAMPLERS
 from variational.diffusion.likelihood import from_model_space
 from variational.errors import ConfigError
 
-SAMPLERS = ("ddpm", "ddim")
 
 
 @torch.no_grad()

@@ -19,9 +19,9 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Normal
 
+from variational.diffusion.choices import SCHEDULES
 from variational.errors import ConfigError
 
-SCHEDULES = ("linear", "cosine")
 MAX_BETA = 0.999  # Nichol and Dhariwal 2021, eq. 17: beta clipped below 1 so the chain stays defined
 
 
