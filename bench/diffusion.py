@@ -179,7 +179,7 @@ def bench_eval(args: argparse.Namespace, model, tmp: Path) -> None:
         _sync(args.device)
         timings[s] = time.perf_counter() - start
         name = "full sum over all T" if s is None else f"{s} sampled t per image"
-        rows = len(x) * (model.timesteps if s is None else s)
+        rows = len(x) * (model.timesteps if s is None else s + 1)  # the sampled estimate adds L_0's row
         print(f"| {name} | {b.nats:.2f} | {b.stderr:.2f} | {b.bits_per_dim:.4f} | {b.bits_per_dim_stderr:.4f} | "
               f"{timings[s]:.1f} | {rows:,} |")
         timings[("b", s)] = b

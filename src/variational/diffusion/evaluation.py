@@ -2,8 +2,9 @@
 
 Two estimators of the same quantity L = L_T + sum_t L_t (each L_t an expectation over x_t):
 - full: every t, one x_t draw each, batched over (image, t) pairs: T network calls per image;
-- sampled: S steps t per image, uniform or from given probabilities p, L_T + mean_s L_{t_s} / p_{t_s}:
-  unbiased for the same sum at S network calls per image (T / S times cheaper).
+- sampled: L_T and L_0 exactly, and S steps t >= 1 per image, uniform or from given probabilities p,
+  mean_s L_{t_s} / p_{t_s}: unbiased for the same sum at S + 1 network calls per image (about T / (S + 1)
+  times cheaper).
 Both report the mean over images and its standard error (the per-image values' sd / sqrt(N)), which
 covers the x_t draws, the sampled t and the spread over images. On discrete data (`levels`) the bound
 is on a probability mass, so bits/dim = nats / (pixels * ln 2) needs no change of variables.
@@ -84,17 +85,31 @@ def full_terms(model, x0: Tensor, g: torch.Generator, batch_size: int, clip: boo
 
 def sampled_terms(model, x0: Tensor, s: int, g: torch.Generator, batch_size: int, probs: Tensor | None,
                   clip: bool = True) -> Tensor:
-    """mean over S draws t ~ p of L_t / p_t per image (p uniform unless given): unbiased for sum_t L_t."""
+    """L_0 + mean over S draws t ~ p (t >= 1) of L_t / p_t per image: unbiased for sum_t L_t.
+
+    The decoder term L_0 is computed for every image rather than sampled (one network row each): a
+    draw of it would carry the weight 1 / p_0 = T, and its value is the largest of the terms. p is uniform over t >= 1 unless `probs` (over all T steps; its t = 0 entry unused) is given.
+    """
     n, T = len(x0), model.timesteps
-    p = torch.full((T,), 1.0 / T, dtype=torch.float64) if probs is None else probs.double().cpu()
-    if p.shape != (T,) or not bool((p > 0).all()) or abs(float(p.sum()) - 1) > 1e-6:
-        raise ValueError(f"probs must be {T} positive probabilities summing to 1")
-    p = p.to(x0.device)
-    t_all = torch.multinomial(p, n * s, replacement=True, generator=g).reshape(n, s)
-    total = torch.zeros(n, dtype=torch.float64, device=x0.device)
-    image_all = torch.arange(n, device=x0.device).repeat_interleave(s)
-    t_all = t_all.reshape(-1)
-    for start in range(0, n * s, batch_size):
-        image, t = image_all[start:start + batch_size], t_all[start:start + batch_size]
-        total.index_add_(0, image, model.vb(x0[image], t, g, clip).double() / p[t])
-    return total / s
+    p = torch.full((T,), 1.0, dtype=torch.float64) if probs is None else probs.double().cpu().clone()
+    if p.shape != (T,) or not bool((p[1:] > 0).all()):
+        raise ValueError(f"probs must be {T} probabilities, positive for t >= 1")
+    image = torch.arange(n, device=x0.device)
+    total = _rows(model, x0, image, torch.zeros(n, dtype=torch.long, device=x0.device), None, g, batch_size, clip)
+    if T == 1:
+        return total
+    p[0] = 0.0
+    p = (p / p.sum()).to(x0.device)
+    t = torch.multinomial(p, n * s, replacement=True, generator=g)
+    return total + _rows(model, x0, image.repeat_interleave(s), t, p, g, batch_size, clip) / s
+
+
+def _rows(model, x0: Tensor, image: Tensor, t: Tensor, p: Tensor | None, g: torch.Generator, batch_size: int,
+          clip: bool) -> Tensor:
+    """Per image, the sum over its rows of L_t (divided by p_t when given), in chunks of `batch_size` rows."""
+    total = torch.zeros(len(x0), dtype=torch.float64, device=x0.device)
+    for start in range(0, len(t), batch_size):
+        i, ti = image[start:start + batch_size], t[start:start + batch_size]
+        terms = model.vb(x0[i], ti, g, clip).double()
+        total.index_add_(0, i, terms if p is None else terms / p[ti])
+    return total

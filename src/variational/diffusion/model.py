@@ -93,7 +93,8 @@ class Diffusion(nn.Module):
         """The bound on -log p(x) for images `x` (N, H, W) in [0, 1]: nats per image and bits per dim.
 
         `t_samples=None` sums all T terms (T network calls per image); an integer S gives the
-        unbiased estimate from S sampled t per image (uniform, or from `probs`). Both report the
+        unbiased estimate from S sampled t >= 1 per image (uniform, or from `probs`) with L_0 exact:
+        S + 1 network calls per image. Both report the
         standard error of the mean over images. `clip` clamps the x_0 prediction to [-1, 1]. See `variational.diffusion.evaluation`.
         """
         from variational.diffusion.evaluation import bound
