@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _config(args: argparse.Namespace, **kwargs) -> DiffusionConfig:
-    values = dict(dataset=args.dataset, data_dir=args.data_dir, preset=args.preset, timesteps=args.timesteps,
-                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, ema=0.9999, device=args.device,
-                  eval_images=min(args.eval_images, 100), eval_t_samples=1)
+    values = {"dataset": args.dataset, "data_dir": args.data_dir, "preset": args.preset, "timesteps": args.timesteps,
+                  "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "ema": 0.9999, "device": args.device,
+                  "eval_images": min(args.eval_images, 100), "eval_t_samples": 1}
     return DiffusionConfig(**{**values, **kwargs})
 
 

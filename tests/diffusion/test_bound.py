@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
+from diffusion.helpers import gaussian_log_density, gaussian_model
 from torch.distributions import Normal, kl_divergence
 
-from diffusion.helpers import gaussian_log_density, gaussian_model
 from variational.diffusion.evaluation import full_terms, sampled_terms, summarize
 from variational.diffusion.likelihood import DiscretizedNormal, to_levels
 

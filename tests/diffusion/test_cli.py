@@ -31,7 +31,7 @@ def run_dir(tmp_path_factory):
 
 
 def test_train_eval_sample_end_to_end(run_dir, capsys, tmp_path):
-    code, out, err = _run(capsys, "diffusion", "eval", str(run_dir), "--t-samples", "2", "--limit", "20", "--json")
+    code, out, _ = _run(capsys, "diffusion", "eval", str(run_dir), "--t-samples", "2", "--limit", "20", "--json")
     result = json.loads(out)
     assert code == 0 and result["images"] == 20 and result["t_samples"] == 2 and result["estimator"] == "sampled"
     # 8x8 images: bits/dim = nats / (64 ln 2), exactly.
@@ -39,9 +39,9 @@ def test_train_eval_sample_end_to_end(run_dir, capsys, tmp_path):
     code, out, err = _run(capsys, "diffusion", "eval", str(run_dir), "--full", "--limit", "5")
     assert code == 0 and "all T terms" in out and "5 images" in out
     png, npz = tmp_path / "s.png", tmp_path / "s.npz"
-    code, out, err = _run(capsys, "diffusion", "sample", str(run_dir), "-n", "4", "--steps", "5", "--sampler", "ddim",
-                          "--out", str(png), "--npz", str(npz))
-    assert code == 0 and png.stat().st_size > 0
+    code, out, _ = _run(capsys, "diffusion", "sample", str(run_dir), "-n", "4", "--steps", "5", "--sampler", "ddim",
+                        "--out", str(png), "--npz", str(npz))
+    assert code == 0 and png.stat().st_size > 0 and str(png) in out
     import numpy as np
 
     images = np.load(npz)["images"]
@@ -56,8 +56,8 @@ def test_train_eval_sample_end_to_end(run_dir, capsys, tmp_path):
     (["train", "--resume"], "--resume needs --out"),
 ])
 def test_bad_options_are_one_line_errors(capsys, argv, message, tmp_path):
-    code, out, err = _run(capsys, "diffusion", *argv, "--out" if "--resume" not in argv else "--no-progress",
-                          *([str(tmp_path / "r")] if "--resume" not in argv else []))
+    code, _, err = _run(capsys, "diffusion", *argv, "--out" if "--resume" not in argv else "--no-progress",
+                        *([str(tmp_path / "r")] if "--resume" not in argv else []))
     assert code == 2 and err.startswith("variational: error: ") and message in err and len(err.strip().splitlines()) == 1
 
 

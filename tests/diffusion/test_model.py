@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-
 from diffusion.helpers import gaussian_model
+
 from variational.diffusion.config import DiffusionConfig
 from variational.diffusion.model import Diffusion
 from variational.diffusion.objectives import ImportanceSampler
@@ -112,10 +112,10 @@ def test_unet_shapes_and_zero_initial_output(preset, size):
 
 
 def test_config_refuses_bad_values_naming_the_field():
-    for kwargs, match in [(dict(timesteps=0), "timesteps"), (dict(schedule="quad"), "schedule 'quad'"),
-                          (dict(objective="hybrid", variance="small"), "hybrid"), (dict(lr=-1.0), "lr"),
-                          (dict(ema=1.0), "ema"), (dict(preset="huge"), "preset"), (dict(epochs="3"), "epochs"),
-                          (dict(binarize="dynamic", levels=256), "levels"), (dict(mults=[1, "2"]), "mults")]:
+    for kwargs, match in [({"timesteps": 0}, "timesteps"), ({"schedule": "quad"}, "schedule 'quad'"),
+                          ({"objective": "hybrid", "variance": "small"}, "hybrid"), ({"lr": -1.0}, "lr"),
+                          ({"ema": 1.0}, "ema"), ({"preset": "huge"}, "preset"), ({"epochs": "3"}, "epochs"),
+                          ({"binarize": "dynamic", "levels": 256}, "levels"), ({"mults": [1, "2"]}, "mults")]:
         with pytest.raises(ConfigError, match=match):
             DiffusionConfig(**kwargs)
     assert DiffusionConfig(binarize="dynamic").data_levels == 2 and DiffusionConfig().data_levels == 256

@@ -15,8 +15,8 @@ from variational.errors import CheckpointError, ConfigError
 from variational.io import load_tensors
 
 # A very small model on the 8x8 digits, 24 steps an epoch, with the default hybrid objective.
-SMALL = dict(channels=8, mults=[1, 2], timesteps=20, batch_size=64, lr=5e-3, ema=0.9, eval_images=40,
-             eval_t_samples=2, epochs=2)
+SMALL = {"channels": 8, "mults": [1, 2], "timesteps": 20, "batch_size": 64, "lr": 5e-3, "ema": 0.9, "eval_images": 40,
+             "eval_t_samples": 2, "epochs": 2}
 
 
 def _train(out, **kwargs):
@@ -46,7 +46,7 @@ def test_short_run_lowers_the_test_bound(run):
 @pytest.mark.parametrize("objective", ["hybrid", "vlb"])  # vlb: the importance sampler's history must resume too
 def test_resume_equals_the_uninterrupted_run_bit_for_bit(run, tmp_path, objective):
     whole = run if objective == "hybrid" else _train(tmp_path / "whole", objective=objective, batch_size=256)
-    kwargs = {} if objective == "hybrid" else dict(objective=objective, batch_size=256)
+    kwargs = {} if objective == "hybrid" else {"objective": objective, "batch_size": 256}
 
     def interrupt(epoch, step, loss):
         if (epoch, step) == (0, 3):

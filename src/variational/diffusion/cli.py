@@ -48,7 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from variational.diffusion.choices import BINARIZE, OBJECTIVES, PARAMETERIZATIONS, PRESETS, SCHEDULES, VARIANCES
+    from variational.diffusion.choices import (
+        BINARIZE,
+        OBJECTIVES,
+        PARAMETERIZATIONS,
+        PRESETS,
+        SCHEDULES,
+        VARIANCES,
+    )
 
     p = sub.add_parser("train", help="train a DDPM (writes a run directory)", epilog=TRAIN_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -14,8 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from variational.diffusion.choices import BINARIZE, OBJECTIVES, PARAMETERIZATIONS, SCHEDULES, VARIANCES
+from variational.diffusion.choices import (
+    BINARIZE,
+    OBJECTIVES,
+    PARAMETERIZATIONS,
+    SCHEDULES,
+    VARIANCES,
+)
 from variational.errors import ConfigError
+
 _NET_FIELDS = ("channels", "mults", "res_blocks", "attention", "dropout")
 
 
@@ -113,7 +120,7 @@ class DiffusionConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "DiffusionConfig":
+    def from_dict(cls, values: dict[str, Any]) -> DiffusionConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -121,7 +128,7 @@ class DiffusionConfig:
         return cls(**values)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "DiffusionConfig":
+    def from_file(cls, path: str | Path) -> DiffusionConfig:
         try:
             return cls.from_dict(read_config_file(path))
         except ConfigError as e:

@@ -12,11 +12,12 @@ the L levels sum to 1 and the bound is a true discrete log-likelihood: with L = 
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
 from torch.special import log_ndtr
-
 
 _FAR = 1e6  # standardised distances are clamped here: float64's log_ndtr and its gradient are exact below
 
@@ -45,7 +46,7 @@ def _log_sub_exp(a: Tensor, b: Tensor) -> Tensor:
 class DiscretizedNormal(Distribution):
     """N(loc, scale^2) per element, integrated over the bins of `levels` levels in [-1, 1]."""
 
-    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    arg_constraints: ClassVar[dict] = {"loc": constraints.real, "scale": constraints.positive}
     has_rsample = False
 
     def __init__(self, loc: Tensor, scale: Tensor, levels: int, validate_args: bool | None = False):
@@ -75,7 +76,7 @@ class DiscretizedNormal(Distribution):
         first, last = x < -1 + half, x > 1 - half  # the end bins reach to -inf and +inf
         return torch.where(first, log_ndtr(upper), torch.where(last, log_ndtr(-lower), middle)).to(dtype)
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: torch.Size | tuple = ()) -> Tensor:
         with torch.no_grad():
-            z = self.loc + self.scale * torch.randn(self._extended_shape(sample_shape), device=self.loc.device)
+            z = self.loc + self.scale * torch.randn(self._extended_shape(torch.Size(sample_shape)), device=self.loc.device)
             return to_levels((z + 1) / 2, self.levels)

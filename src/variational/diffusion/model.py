@@ -18,7 +18,11 @@ from torch import Tensor, nn
 from variational.diffusion.bound import vb_term
 from variational.diffusion.config import DiffusionConfig
 from variational.diffusion.likelihood import to_levels
-from variational.diffusion.objectives import ImportanceSampler, nats_to_bits_per_dim, simple_loss
+from variational.diffusion.objectives import (
+    ImportanceSampler,
+    nats_to_bits_per_dim,
+    simple_loss,
+)
 from variational.diffusion.reverse import Reverse, output_channels, reverse
 from variational.diffusion.schedule import Schedule
 from variational.diffusion.unet import UNet

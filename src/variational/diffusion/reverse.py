@@ -17,7 +17,6 @@ from variational.diffusion.choices import PARAMETERIZATIONS, VARIANCES  # noqa: 
 from variational.diffusion.schedule import Schedule
 
 
-
 def output_channels(channels: int, variance: str) -> int:
     """Channels the network must output: the prediction, plus the interpolation weights if learned."""
     return 2 * channels if variance == "learned" else channels

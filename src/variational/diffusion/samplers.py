@@ -17,7 +17,6 @@ from variational.diffusion.likelihood import from_model_space
 from variational.errors import ConfigError
 
 
-
 @torch.no_grad()
 def sample(model, n: int, steps: int | None = None, sampler: str = "ddpm", eta: float = 0.0,
            generator: torch.Generator | None = None, record: int = 0) -> Tensor | tuple[Tensor, list[tuple[int, Tensor]]]:

@@ -77,10 +77,10 @@ class Schedule(nn.Module):
             self.register_buffer(name, value, persistent=False)
 
     @classmethod
-    def named(cls, name: str, timesteps: int) -> "Schedule":
+    def named(cls, name: str, timesteps: int) -> Schedule:
         return cls(torch.cumprod(1 - beta_schedule(name, timesteps), 0))
 
-    def respaced(self, steps: int) -> tuple["Schedule", Tensor]:
+    def respaced(self, steps: int) -> tuple[Schedule, Tensor]:
         """A schedule over `steps` evenly spaced original steps, and those steps' 0-based indices."""
         T = len(self)
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:

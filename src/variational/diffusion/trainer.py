@@ -34,7 +34,7 @@ from variational.training.ema import EMA
 from variational.training.rundir import CHECKPOINT, RunDirectory
 from variational.training.signals import StopOnSignal, TrainingInterrupted
 
-__all__ = ["Run", "TrainingDiverged", "TrainingInterrupted", "WEIGHTS", "resume", "train"]
+__all__ = ["WEIGHTS", "Run", "TrainingDiverged", "TrainingInterrupted", "resume", "train"]
 
 WEIGHTS = "model.safetensors"
 
@@ -167,7 +167,9 @@ def _finish(state: _State, config: DiffusionConfig, metrics: list[dict], data: I
         state.ema.copy_to(model)  # the returned model samples and scores with the EMA weights
     model.eval()
     if draw or not (out / "samples.png").exists():
-        from variational.diffusion import pictures  # matplotlib only once training is done
+        from variational.diffusion import (
+            pictures,  # matplotlib only once training is done
+        )
 
         pictures.save_all(model, metrics, out, steps=min(config.timesteps, 250))
     return Run(out, model, config, metrics, data, state.ema)

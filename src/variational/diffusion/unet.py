@@ -22,9 +22,9 @@ from torch import Tensor, nn
 # The presets: `tiny` for 8x8 digits and tests (about 160 k parameters), `small` for 28x28 on a CPU (about 1.5 M parameters),
 # `base` for GPUs (about 25 M at 28x28).
 PRESETS: dict[str, dict] = {
-    "tiny": dict(channels=16, mults=(1, 2), res_blocks=1, attention=(), dropout=0.0),
-    "small": dict(channels=32, mults=(1, 2, 2), res_blocks=2, attention=(7,), dropout=0.0),
-    "base": dict(channels=128, mults=(1, 2, 2), res_blocks=2, attention=(14, 7), dropout=0.1),
+    "tiny": {"channels": 16, "mults": (1, 2), "res_blocks": 1, "attention": (), "dropout": 0.0},
+    "small": {"channels": 32, "mults": (1, 2, 2), "res_blocks": 2, "attention": (7,), "dropout": 0.0},
+    "base": {"channels": 128, "mults": (1, 2, 2), "res_blocks": 2, "attention": (14, 7), "dropout": 0.1},
 }
 
 
