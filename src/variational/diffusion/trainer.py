@@ -171,7 +171,7 @@ def _finish(state: _State, config: DiffusionConfig, metrics: list[dict], data: I
             pictures,  # matplotlib only once training is done
         )
 
-        pictures.save_all(model, metrics, out, steps=min(config.timesteps, 250))
+        pictures.save_all(model, metrics, out, steps=min(config.timesteps, 100))
     return Run(out, model, config, metrics, data, state.ema)
 
 
