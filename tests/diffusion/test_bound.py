@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from diffusion.helpers import gaussian_log_density, gaussian_model
 from torch.distributions import Normal, kl_divergence
 
 from variational.diffusion.evaluation import full_terms, sampled_terms, summarize
@@ -47,46 +46,46 @@ def test_to_levels_puts_data_on_the_grid():
     assert torch.allclose((to_levels(x, 256) + 1) * 127.5, torch.tensor([0.0, 125.0, 130.0, 255.0]))
 
 
-def _gap(model, n, seed):
+def _gap(exact, model, n, seed):
     g = torch.Generator().manual_seed(seed)
     x0 = M + S * torch.randn(n, 1, 1, 1, generator=g, dtype=torch.float64)
     bound = model.schedule.prior_kl(x0) + full_terms(model, x0, g, 100_000, clip=False)
-    gap = bound + gaussian_log_density(x0, M, S)
+    gap = bound + exact.gaussian_log_density(x0, M, S)
     return float(gap.mean()), float(gap.std() / math.sqrt(n))
 
 
-def test_gaussian_data_exact_reverse_process_bound_approaches_log_density():
+def test_gaussian_data_exact_reverse_process_bound_approaches_log_density(exact):
     # With the exact reverse process (optimal mean and variance; Gaussian data make it Gaussian) the
     # bound's only gap is KL(q(x_T) || N(0, 1)), since p and q then share every reverse step: a closed
     # form that shrinks as T grows. Ho et al.'s unscaled linear betas make x_T visibly non-Gaussian at small T.
     gaps = []
     for T in (10, 30, 100):
         ab = torch.cumprod(1 - torch.linspace(1e-4, 0.02, T, dtype=torch.float64), 0)
-        model = gaussian_model(T, M, S, variance="learned", alpha_bar=ab)
-        gap, se = _gap(model, 2000, seed=T)
+        model = exact.gaussian_model(T, M, S, variance="learned", alpha_bar=ab)
+        gap, se = _gap(exact, model, 2000, seed=T)
         a = ab[-1]
         q_xT = Normal(a.sqrt() * M, (a * S * S + 1 - a).sqrt())
-        exact = float(kl_divergence(q_xT, Normal(0.0, 1.0)))
+        kl_xT = float(kl_divergence(q_xT, Normal(0.0, 1.0)))
         # 4 standard errors of the Monte Carlo mean over 2000 images (about 0.01-0.02 nats): odds of a
         # false failure below 1e-4; the KLs (0.27, 0.16, 0.04 nats) are far apart at that resolution.
-        assert abs(gap - exact) < 4 * se, (T, gap, exact, se)
-        gaps.append(exact)
+        assert abs(gap - kl_xT) < 4 * se, (T, gap, kl_xT, se)
+        gaps.append(kl_xT)
     assert gaps[0] > gaps[1] > gaps[2] > 0
 
 
-def test_gaussian_data_fixed_variance_bound_lies_below_log_density():
+def test_gaussian_data_fixed_variance_bound_lies_below_log_density(exact):
     # The optimal mean with the fixed variance beta-tilde: still a bound, and a strictly looser one (the
     # first steps' variance is off by a factor of order 1 whatever T; Nichol and Dhariwal 2021, sec. 3.1).
-    gap, se = _gap(gaussian_model(20, M, S, variance="small"), 2000, seed=1)
+    gap, se = _gap(exact, exact.gaussian_model(20, M, S, variance="small"), 2000, seed=1)
     assert gap > 4 * se  # 4 SE: below the exact log density beyond Monte Carlo doubt
 
 
-def test_sampled_t_estimate_is_unbiased_for_the_full_sum():
+def test_sampled_t_estimate_is_unbiased_for_the_full_sum(exact):
     # Same model, same 20,000 images: the full T-term sum and the S-sampled-t estimate (uniform and
     # importance weights) agree in the mean over images within 4 combined standard errors (false-failure
     # odds < 1e-4). Those errors are about 0.02 nats on a bound of 0.73: a factor-2 error is ~15 errors off.
     T, n = 10, 20_000
-    model = gaussian_model(T, M, S, variance="learned")
+    model = exact.gaussian_model(T, M, S, variance="learned")
     g = torch.Generator().manual_seed(3)
     x0 = M + S * torch.randn(n, 1, 1, 1, generator=g, dtype=torch.float64)
     full = summarize(model.schedule.prior_kl(x0) + full_terms(model, x0, g, 100_000, clip=False), 1, None)
@@ -98,9 +97,9 @@ def test_sampled_t_estimate_is_unbiased_for_the_full_sum():
         assert abs(est.nats - full.nats) < 4 * math.hypot(est.stderr, full.stderr), (est, full)
 
 
-def test_sampled_estimate_costs_t_over_s_fewer_network_rows():
+def test_sampled_estimate_costs_t_over_s_fewer_network_rows(exact):
     T, n, s = 1000, 20, 10
-    model = gaussian_model(T, M, S, variance="learned")
+    model = exact.gaussian_model(T, M, S, variance="learned")
     x0 = torch.full((n, 1, 1, 1), M, dtype=torch.float64)
     g = torch.Generator().manual_seed(0)
     full_terms(model, x0, g, 5000, clip=False)

@@ -36,7 +36,7 @@ def test_train_eval_sample_end_to_end(run_dir, capsys, tmp_path):
     assert code == 0 and result["images"] == 20 and result["t_samples"] == 2 and result["estimator"] == "sampled"
     # 8x8 images: bits/dim = nats / (64 ln 2), exactly.
     assert result["bits_per_dim"] == pytest.approx(result["nats"] / (64 * 0.6931471805599453), rel=1e-12)
-    code, out, err = _run(capsys, "diffusion", "eval", str(run_dir), "--full", "--limit", "5")
+    code, out, _ = _run(capsys, "diffusion", "eval", str(run_dir), "--full", "--limit", "5")
     assert code == 0 and "all T terms" in out and "5 images" in out
     png, npz = tmp_path / "s.png", tmp_path / "s.npz"
     code, out, _ = _run(capsys, "diffusion", "sample", str(run_dir), "-n", "4", "--steps", "5", "--sampler", "ddim",

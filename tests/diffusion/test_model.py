@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from diffusion.helpers import gaussian_model
 
 from variational.diffusion.config import DiffusionConfig
 from variational.diffusion.model import Diffusion
@@ -43,9 +42,9 @@ def test_learned_variance_interpolates_between_beta_tilde_and_beta_in_log_space(
     assert rev.log_variance.flatten().tolist() == pytest.approx([low, (low + high) / 2, high], abs=1e-12)  # float64 rounding
 
 
-def test_hybrid_vlb_term_trains_the_variance_only():
+def test_hybrid_vlb_term_trains_the_variance_only(exact):
     # Nichol and Dhariwal's stop-gradient: the vlb term's gradient reaches the variance channel, not the mean.
-    model = gaussian_model(10, 0.0, 0.5, variance="learned").float()
+    model = exact.gaussian_model(10, 0.0, 0.5, variance="learned").float()
     config = DiffusionConfig(timesteps=10, variance="learned", objective="hybrid")
     s = model.schedule
     x0 = torch.rand(8, 1, 2, 2) * 2 - 1
@@ -73,21 +72,21 @@ def test_importance_sampler_uses_the_second_moment_after_warm_up():
 
 
 @pytest.mark.parametrize("sampler,steps", [("ddpm", None), ("ddpm", 3), ("ddim", None), ("ddim", 1), ("ddim", 7)])
-def test_samplers_return_a_point_mass_exactly(sampler, steps):
+def test_samplers_return_a_point_mass_exactly(sampler, steps, exact):
     # Data that are one point c: the exact denoiser predicts c, and both samplers end exactly on c.
-    model = gaussian_model(20, -0.4, 0.0, shape=(2, 3))
+    model = exact.gaussian_model(20, -0.4, 0.0, shape=(2, 3))
     x = sample(model, 5, steps=steps, sampler=sampler, generator=torch.Generator().manual_seed(0))
     # The images come back in float32 through [0, 1]: 1e-6 is that rounding.
     assert x.shape == (5, 2, 3) and torch.allclose(x * 2 - 1, torch.full((5, 2, 3), -0.4), atol=1e-6)
 
 
-def test_ancestral_and_ddim_samples_have_the_data_moments():
+def test_ancestral_and_ddim_samples_have_the_data_moments(exact):
     # Gaussian data N(0.3, 0.25^2) with the exact reverse process: ancestral sampling is exact up to the
     # prior mismatch (negligible here); DDIM over all 200 steps carries a discretisation error of about 2%
     # in the variance (0.061 vs 0.0625 measured). Tolerances: 5 Monte Carlo SE on the mean; on the variance
     # 5 SE (1% at n = 20,000) for ancestral and 5 SE + 3% for DDIM; a factor 2 in either fails.
     m, s, n = 0.3, 0.25, 20_000
-    model = gaussian_model(200, m, s, variance="learned")
+    model = exact.gaussian_model(200, m, s, variance="learned")
     g = torch.Generator().manual_seed(0)
     for sampler, slack in (("ddpm", 0.0), ("ddim", 0.03)):
         x = sample(model, n, sampler=sampler, generator=g).double() * 2 - 1

@@ -1,9 +1,11 @@
-"""Exact models for the tests: data whose optimal denoiser is known in closed form."""
+"""Exact models for the tests: data whose optimal denoiser is known in closed form (the `exact` fixture)."""
 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
+import pytest
 import torch
 from torch import Tensor, nn
 
@@ -63,3 +65,9 @@ def gaussian_model(timesteps: int, m: float, s: float, shape=(1, 1), schedule: s
 
 def gaussian_log_density(x: Tensor, m: float, s: float) -> Tensor:
     return (-0.5 * ((x - m) / s) ** 2 - math.log(s) - 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
+
+
+@pytest.fixture(scope="session")
+def exact() -> SimpleNamespace:
+    """The exact-model helpers above (test modules cannot import a sibling under --import-mode=importlib)."""
+    return SimpleNamespace(gaussian_model=gaussian_model, gaussian_log_density=gaussian_log_density)
