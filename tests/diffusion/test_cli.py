@@ -70,6 +70,7 @@ def test_bad_files_and_requests_are_one_line_errors(capsys, run_dir, tmp_path):
                           (["eval", str(tmp_path / "missing")], "file not found"),
                           (["sample", str(run_dir), "--steps", "11"], "steps must be an integer from 1 to the model's 10"),
                           (["sample", str(run_dir), "--eta", "0.5"], "--eta applies to --sampler ddim only"),
+                          (["eval", str(run_dir), "--importance"], "--importance needs a run trained with --objective vlb"),
                           (["train", "--resume", "--out", str(tmp_path / "none")], "cannot resume"),
                           (["train", "--out", str(run_dir)], "already holds a run")]:
         code, _, err = _run(capsys, "diffusion", *argv)

@@ -60,6 +60,9 @@ def test_resume_equals_the_uninterrupted_run_bit_for_bit(run, tmp_path, objectiv
     assert sorted(a) == sorted(b) and any(k.startswith("ema.") for k in a) and any(k.startswith("optim.") for k in a)
     if objective == "vlb":  # 12 steps of 256 draws: every one of the 20 steps has its 10 values
         assert {"sampler.history", "sampler.count"} <= set(a) and int(a["sampler.count"].min()) == 10
+        from variational.cli import main
+
+        assert main(["diffusion", "eval", str(whole.dir), "--t-samples", "2", "--limit", "10", "--importance"]) == 0
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert whole.metrics == [{**m, "seconds": w["seconds"]} for m, w in zip(resumed.metrics, whole.metrics)]

@@ -21,6 +21,7 @@ EVAL_EXAMPLES = """examples:
   variational diffusion eval runs/diffusion-digits8 --t-samples 10     # unbiased estimate, 10 t per image
   variational diffusion eval runs/diffusion-digits8 --full             # all T terms (T network calls per image)
   variational diffusion eval runs/ddpm-fmnist --t-samples 4 --limit 500 --json
+  variational diffusion eval runs/ddpm-vlb --t-samples 10 --importance  # t from a vlb run's importance sampler
 """
 
 SAMPLE_EXAMPLES = """examples:
@@ -93,6 +94,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     how = p.add_mutually_exclusive_group()
     how.add_argument("--full", action="store_true", help="sum all T terms (the default is --t-samples 10)")
     how.add_argument("--t-samples", type=_positive, metavar="S", help="unbiased estimate from S sampled t per image")
+    p.add_argument("--importance", action="store_true",
+                   help="draw t from the importance sampler a --objective vlb run learned (its checkpoint)")
     p.add_argument("--limit", type=_positive, metavar="N", help="only the first N test images")
     p.add_argument("--batch-size", type=_positive, default=512, help="network rows per call (default 512)")
     p.add_argument("--seed", type=int, default=0)
@@ -193,13 +196,33 @@ def _eval(args: argparse.Namespace) -> int:
     x = data.x_test[: args.limit] if args.limit else data.x_test
     s = None if args.full else (args.t_samples or 10)
     g = torch.Generator(device=args.device).manual_seed(args.seed)
-    result = model.nll(x, t_samples=s, batch_size=args.batch_size, generator=g)
+    probs = _importance_probs(args, model) if args.importance else None
+    result = model.nll(x, t_samples=s, batch_size=args.batch_size, generator=g, probs=probs)
     if args.json:
         print(dumps_json({"run_dir": str(args.run_dir), "dataset": c.dataset, "levels": c.data_levels,
                           "timesteps": c.timesteps, "ema": not args.no_ema, **result.to_dict()}))
     else:
         print(f"{c.dataset} test set, {c.data_levels}-level decoder, T = {c.timesteps}: {result}")
     return 0
+
+
+def _importance_probs(args: argparse.Namespace, model):
+    """p_t of the run's importance sampler (sqrt of each L_t's running second moment), from its checkpoint."""
+    from variational.diffusion.objectives import ImportanceSampler
+    from variational.diffusion.trainer import CHECKPOINT
+    from variational.io import load_tensors
+
+    if args.full:
+        raise ConfigError("--importance applies to the sampled estimate (--t-samples), not to --full")
+    path = Path(args.run_dir) / CHECKPOINT
+    tensors = load_tensors(path) if path.is_file() else {}
+    if "sampler.history" not in tensors:
+        raise ConfigError(f"--importance needs a run trained with --objective vlb (no importance sampler in {path})")
+    sampler = ImportanceSampler(model.timesteps)
+    sampler.load({"history": tensors["sampler.history"], "count": tensors["sampler.count"]})
+    if not sampler.warmed_up():
+        raise ConfigError(f"{path}: the importance sampler has not seen every t 10 times yet; train longer")
+    return sampler.probs()
 
 
 def _sample(args: argparse.Namespace) -> int:

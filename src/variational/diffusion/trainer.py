@@ -34,7 +34,7 @@ from variational.training.ema import EMA
 from variational.training.rundir import CHECKPOINT, RunDirectory
 from variational.training.signals import StopOnSignal, TrainingInterrupted
 
-__all__ = ["WEIGHTS", "Run", "TrainingDiverged", "TrainingInterrupted", "resume", "train"]
+__all__ = ["CHECKPOINT", "WEIGHTS", "Run", "TrainingDiverged", "TrainingInterrupted", "resume", "train"]
 
 WEIGHTS = "model.safetensors"
 
