@@ -76,9 +76,11 @@ def test_metrics_are_cut_back_to_the_completed_epochs(tmp_path):
     assert len(log.path.read_text().splitlines()) == 2
     with pytest.raises(CheckpointError, match="holds 2 epoch\\(s\\) but the checkpoint has completed 3"):
         log.restore(completed=3)
+    log.path.write_text('{"epoch": 1}\n{"epoch": 2, "lo')  # killed while appending epoch 2's row
+    assert log.restore(completed=1) == [{"epoch": 1}]
     log.path.write_text('{"epoch": 1}\nnot json\n')
     with pytest.raises(CheckpointError, match="line 2: not valid JSON"):
-        log.read()
+        log.restore(completed=2)
 
 
 def test_a_non_finite_metric_is_written_as_null(tmp_path):

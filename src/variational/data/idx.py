@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from variational.io import atomic_write
 from variational.errors import DataError
+from variational.io import atomic_write
 
 __all__ = ["IdxError", "read_idx", "write_idx", "read_images", "read_labels", "read_pair"]
 

@@ -41,17 +41,16 @@ class MetricsLog:
         except OSError as e:
             raise CheckpointError(f"cannot write {self.path}: {e.strerror or e}") from None
 
-    def read(self) -> list[dict]:
+    def read(self, limit: int | None = None) -> list[dict]:
+        """The rows, or the first `limit` of them (lines past it are not parsed: a kill mid-append may cut one)."""
         if not self.path.exists():
             return []
-        rows = []
         try:
-            lines = self.path.read_text().splitlines()
+            lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
         except (OSError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{self.path}: cannot read ({e})") from None
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
+        rows = []
+        for number, line in enumerate(lines[:limit], 1):
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
@@ -63,7 +62,7 @@ class MetricsLog:
 
     def restore(self, completed: int, write: bool = True) -> list[dict]:
         """The rows of the first `completed` epochs; with `write`, the file is cut back to them."""
-        rows = self.read()
+        rows = self.read(limit=completed)
         if len(rows) < completed:
             raise CheckpointError(f"{self.path} holds {len(rows)} epoch(s) but the checkpoint has completed "
                                   f"{completed}: the metrics file was cut or replaced")

@@ -41,7 +41,7 @@ from variational.vae.model import VAE
 
 WEIGHTS = "model.safetensors"
 # What pictures.save_all draws; a resume of a finished run redraws them if one is missing.
-PICTURES = ("samples.png", "reconstructions.png", "latent.png", "interpolation.png", "curves.png")
+PICTURES = ("samples.png", "reconstructions.png", "interpolation.png", "latent.png", "curves.png")
 # Steps between flushes of Adam's subnormal moments (vae/adam_step.py), counted over the whole run so
 # that a resumed run flushes where the uninterrupted one does. For the reference model a flush takes
 # 0.1 ms, and after one about 200 new subnormals build up in 64 steps (140,000 without any).
@@ -192,7 +192,8 @@ def _draw(model: VAE, data: TrainData, metrics: list[dict], out: Path) -> list[P
     from variational.vae import pictures  # matplotlib only once training is done
 
     # Report what is on disk, not what was asked for: a picture that could not be drawn is not listed.
-    return [Path(p) for p in pictures.save_all(model, data.x_test, data.y_test, metrics, out) if Path(p).is_file()]
+    written = [Path(p) for p in pictures.save_all(model, data.x_test, data.y_test, metrics, out) if Path(p).is_file()]
+    return sorted(written, key=lambda p: PICTURES.index(p.name) if p.name in PICTURES else len(PICTURES))
 
 
 def _redraw_missing(model: VAE, data: TrainData, metrics: list[dict], out: Path, main: bool,
