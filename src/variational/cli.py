@@ -20,6 +20,7 @@ FRONT_ENDS = (
     "variational.vae.cli",
     "variational.vi.cli",
     "variational.calculus.cli",
+    "variational.diffusion.cli",
 )
 
 
