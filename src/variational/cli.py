@@ -27,7 +27,7 @@ FRONT_ENDS = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="variational",
-        description="Variational methods on PyTorch: VAEs, variational inference, calculus of variations.",
+        description="Variational methods on PyTorch: VAEs, diffusion models, variational inference, calculus of variations.",
         epilog="Run `variational COMMAND --help` for each command's options and examples.",
     )
     parser.add_argument("--version", action="version", version=f"variational {__version__}")
