@@ -110,3 +110,22 @@ def test_stopping_rule_judges_a_trace_of_exactly_one_window():
     flat = np.random.default_rng(4).normal(size=200)
     assert StoppingRule(window=200).is_stationary(flat)  # a full window is enough to judge
     assert not StoppingRule(window=200).is_stationary(flat[:199])
+
+
+def test_psis_rejects_plus_infinity_and_accepts_minus_infinity():
+    lw = np.random.default_rng(5).normal(size=100)
+    lw[3] = np.inf  # an infinite importance ratio: q is zero where p is not
+    with pytest.raises(ValueError, match=r"NaN or \+inf"):
+        psis(lw)
+    lw[3] = -np.inf  # a draw with zero weight is fine
+    assert np.isfinite(psis(lw)[1])
+
+
+def test_gpd_quantile_at_shape_zero_is_the_exponential_quantile():
+    from variational.core.diagnostics import _gpd_quantile
+
+    p = np.array([0.1, 0.5, 0.9])
+    # k = 0: the GPD is the exponential distribution with mean sigma, quantile -sigma log(1 - p)
+    np.testing.assert_allclose(_gpd_quantile(p, 0.0, 2.0), -2.0 * np.log1p(-p), rtol=1e-15)
+    # and the general branch tends to it: at k = 1e-6 the difference is O(k) relative
+    np.testing.assert_allclose(_gpd_quantile(p, 1e-6, 2.0), -2.0 * np.log1p(-p), rtol=1e-5)
