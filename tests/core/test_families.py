@@ -82,7 +82,8 @@ def test_meanfield_and_fullrank_start_where_asked():
 def test_draws_are_the_location_plus_the_scale_times_the_noise():
     """The reparameterisation itself, z = m + L eps, not only its distribution (-eps has the same one)."""
     eps = torch.randn(6, 4 + 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    full, low = _perturbed("fullrank"), _perturbed("lowrank")
+    mean_field, full, low = _perturbed("meanfield"), _perturbed("fullrank"), _perturbed("lowrank")
+    torch.testing.assert_close(mean_field.transform_noise(eps[:, :4]), mean_field.loc + eps[:, :4] * mean_field.log_scale.exp())
     # float64, the same products in another order: rounding ~1e-16
     torch.testing.assert_close(full.transform_noise(eps[:, :4]), full.loc + eps[:, :4] @ full.scale_tril().T)
     expected = low.loc + eps[:, :4] * low.log_diag.exp() + eps[:, 4:] @ low.cov_factor.T
@@ -121,11 +122,18 @@ def test_every_family_starts_where_asked_and_low_rank_takes_rank_one():
     assert torch.equal(LowRank(2, rank=1, loc=loc).loc.detach(), loc)
     assert torch.equal(make_family("flow", 2, loc=loc).loc.detach(), loc)
     a = make_family("flow", 2, generator=torch.Generator().manual_seed(0)).state_dict()
-    b = make_family("flow", 2, generator=torch.Generator().manual_seed(1)).state_dict()
-    assert any(not torch.equal(a[k], b[k]) for k in a)  # the generator, not the global stream, draws the weights
+    torch.rand(3)  # the global stream moves on; the generator alone draws the weights
+    b = make_family("flow", 2, generator=torch.Generator().manual_seed(0)).state_dict()
+    c = make_family("flow", 2, generator=torch.Generator().manual_seed(1)).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a) and any(not torch.equal(a[k], c[k]) for k in a)
 
 
 def test_flow_log_prob_of_its_draws_matches_the_sampling_path_at_another_scale():
-    q = make_family("flow", 3, transforms=2, hidden=16, scale=0.4, generator=torch.Generator().manual_seed(0)).double()
+    q = make_family("flow", 3, transforms=2, hidden=16, scale=0.4, loc=torch.tensor([1.0, -2.0, 0.5]),
+                    generator=torch.Generator().manual_seed(0)).double()
     z, log_q = q.rsample_and_log_prob(64, torch.Generator().manual_seed(1))
     torch.testing.assert_close(q.log_prob(z), log_q, rtol=1e-8, atol=1e-8)  # as at scale 1: spline rounding
+    z_stl, log_q_stl = q.rsample_and_log_prob(64, torch.Generator().manual_seed(1), stop_gradient=True)
+    # the sticking-the-landing log q: the same draws and values, the parameters' own path cut
+    torch.testing.assert_close(z_stl, z, rtol=0, atol=0)
+    torch.testing.assert_close(log_q_stl, log_q, rtol=1e-8, atol=1e-8)
