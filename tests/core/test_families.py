@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from variational.core import FullRank, LowRank, MeanField, detached_log_prob, make_family
+from variational.core import (
+    FullRank,
+    LowRank,
+    MeanField,
+    detached_log_prob,
+    make_family,
+)
 
 
 def _perturbed(name: str, dim: int = 4):
