@@ -83,3 +83,49 @@ def test_stopping_rule_validates_fields():
         StoppingRule(window=5)
     with pytest.raises(ValueError, match="t_crit"):
         StoppingRule(t_crit=0.0)
+
+
+def test_importance_ess_is_kongs_formula_and_stable_at_large_log_weights():
+    # w = 1, 1, 2, 4: (sum w)^2 / sum w^2 = 64 / 22, whatever constant the log weights carry
+    lw = np.log([1.0, 1.0, 2.0, 4.0])
+    for shift in (0.0, 1000.0, -1000.0):  # exp(1000) overflows unless the largest log weight is taken out first
+        assert importance_ess(lw + shift) == pytest.approx(64 / 22, rel=1e-12)  # float64 rounding only
+
+
+def test_stopping_rule_rise_is_the_least_squares_line_of_the_winsorised_window():
+    """Against scipy.stats.linregress on the window clipped at its 5% and 95% quantiles."""
+    rng = np.random.default_rng(3)
+    trace = 0.01 * np.arange(300) + rng.normal(size=300)
+    trace[-50] = 80.0  # an outlier, which the winsorising must clip
+    rule = StoppingRule(window=200)
+    window = trace[-200:]
+    fit = st.linregress(np.arange(200), np.clip(window, *np.quantile(window, [0.05, 0.95])))
+    rise, se = rule.rise(trace)
+    # two float64 least-squares fits of 200 points: rounding ~1e-13 relative
+    assert rise == pytest.approx(fit.slope * 200, rel=1e-9)
+    assert se == pytest.approx(fit.stderr * 200, rel=1e-9)
+
+
+def test_stopping_rule_judges_a_trace_of_exactly_one_window():
+    flat = np.random.default_rng(4).normal(size=200)
+    assert StoppingRule(window=200).is_stationary(flat)  # a full window is enough to judge
+    assert not StoppingRule(window=200).is_stationary(flat[:199])
+
+
+def test_psis_rejects_plus_infinity_and_accepts_minus_infinity():
+    lw = np.random.default_rng(5).normal(size=100)
+    lw[3] = np.inf  # an infinite importance ratio: q is zero where p is not
+    with pytest.raises(ValueError, match=r"NaN or \+inf"):
+        psis(lw)
+    lw[3] = -np.inf  # a draw with zero weight is fine
+    assert np.isfinite(psis(lw)[1])
+
+
+def test_gpd_quantile_at_shape_zero_is_the_exponential_quantile():
+    from variational.core.diagnostics import _gpd_quantile
+
+    p = np.array([0.1, 0.5, 0.9])
+    # k = 0: the GPD is the exponential distribution with mean sigma, quantile -sigma log(1 - p)
+    np.testing.assert_allclose(_gpd_quantile(p, 0.0, 2.0), -2.0 * np.log1p(-p), rtol=1e-15)
+    # and the general branch tends to it: at k = 1e-6 the difference is O(k) relative
+    np.testing.assert_allclose(_gpd_quantile(p, 1e-6, 2.0), -2.0 * np.log1p(-p), rtol=1e-5)

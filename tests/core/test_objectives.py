@@ -6,8 +6,14 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from variational.core import (elbo_analytic, elbo_monte_carlo, iw_bound, kl_standard_normal, log_mean_exp,
-                              surrogate_elbo)
+from variational.core import (
+    elbo_analytic,
+    elbo_monte_carlo,
+    iw_bound,
+    kl_standard_normal,
+    log_mean_exp,
+    surrogate_elbo,
+)
 
 
 def test_kl_standard_normal_matches_torch_registry_and_monte_carlo():

@@ -32,7 +32,7 @@ def test_bernoulli_likelihood_is_negative_bce():
 def test_chunked_log_likelihood_is_the_iw_bound_of_all_its_chunks_draws(device):
     vae = VAE(VAEConfig(latent_dim=4, hidden=[32]), (8, 8)).to(device)
     x = torch.rand(6, 8, 8, device=device)
-    seeded = lambda: torch.Generator(device).manual_seed(0)  # noqa: E731
+    seeded = lambda: torch.Generator(device).manual_seed(0)
     with torch.no_grad():
         chunked = vae.log_likelihood(x, 100, chunk=30, generator=seeded())
         g = seeded()
@@ -261,7 +261,7 @@ def test_encode_is_the_diagonal_normal_of_the_encoder_outputs():
 def test_objective_is_the_elbo_at_beta_one_or_the_iw_bound_for_any_k_above_one():
     torch.manual_seed(4)
     x = torch.rand(6, 4, 4)
-    seeded = lambda: torch.Generator().manual_seed(6)  # noqa: E731
+    seeded = lambda: torch.Generator().manual_seed(6)
     vae = VAE(VAEConfig(latent_dim=2, hidden=[8]), (4, 4))
     with torch.no_grad():
         mu, logvar = vae.encoder(x)

@@ -17,10 +17,14 @@ def images(tmp_path):
 
 
 def test_each_epoch_trains_at_its_warmup_weight(images, tmp_path, monkeypatch):
-    used = []  # (epoch, beta) of every training step
+    used = []  # the KL weight of every training step, in order
     gradients = fastpath.TrainingStep.gradients
-    monkeypatch.setattr(fastpath.TrainingStep, "gradients",
-                        lambda self, x, beta=1.0, generator=None: used.append(beta) or gradients(self, x, beta, generator))
+
+    def recording(self, x, beta=1.0, generator=None):
+        used.append(beta)
+        return gradients(self, x, beta, generator)
+
+    monkeypatch.setattr(fastpath.TrainingStep, "gradients", recording)
     epochs = []
     cfg = vae.VAEConfig(dataset=str(images), hidden=[8], latent_dim=2, epochs=4, batch_size=12, kl_warmup_epochs=3)
     run = vae.train(cfg, tmp_path / "run", progress=False, log=lambda m: None,

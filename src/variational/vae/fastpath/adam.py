@@ -26,7 +26,8 @@ def adam_step(opt: torch.optim.Optimizer) -> None:
     if calls is None:
         opt.step()
         return
-    # Inference mode: the in-place updates of ordinary tensors skip autograd's checks (a measurable share of a small step).
+    # Inference mode: the in-place updates of ordinary tensors skip autograd's checks (a measurable
+    # share of a small step).
     with torch.inference_mode():
         for params, grads, exp_avgs, exp_avg_sqs, steps, group in calls:
             beta1, beta2 = group["betas"]

@@ -37,7 +37,8 @@ def layers_of(encoder: nn.Module, decoder: nn.Module, likelihood: nn.Module) -> 
     """The linear layers when the three modules are exactly our MLP encoder, MLP decoder and
     Bernoulli likelihood, unhooked and unparametrised, in float32 or float64; else None.
 
-    Checked on every step: exact types, so a parametrised layer (weight norm, pruning: torch swaps in a subclass) or any module of the user's fails them,
+    Checked on every step: exact types, so a parametrised layer (weight norm, pruning: torch swaps
+    in a subclass) or any module of the user's fails them,
     and each net's layers must still be Linear, ReLU, Linear, ..., Linear, so a ReLU swapped for an
     Identity fails too.
     """
