@@ -1,6 +1,6 @@
 """The pictures of a diffusion run: a sample grid, a denoising strip and the training curves.
 
-Drawn through `variational.plots` (Agg canvas, no pyplot state).
+Drawn through `variational.plots` (Figure objects, atomic writes, pyplot's state left alone).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def save_denoising(model, path: Path, n: int = 6, frames: int = 8, steps: int | 
 
 def save_curves(metrics: list[dict], path: Path) -> Path:
     """The per-epoch test bound with its standard error as error bars (the sampled-t estimate is noisy)."""
-    fig, ax = plots.new_figure(5.5, 3.6)
+    fig, axes = plots.new_figure(5.5, 3.6)
+    ax = axes[0, 0]
     epochs = [m["epoch"] for m in metrics]
     ax.errorbar(epochs, [m["test_bpd"] for m in metrics], yerr=[m["test_bpd_stderr"] for m in metrics],
                 marker="o", markersize=3, capsize=2, label="test bound (EMA weights), +- 1 SE")
@@ -43,10 +44,7 @@ def save_curves(metrics: list[dict], path: Path) -> Path:
     ax.set_title("test bound on -log p(x)")
     ax.grid(alpha=0.3)
     ax.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return plots.save(fig, path)
 
 
 def save_all(model, metrics: list[dict], out: Path, steps: int | None = None) -> list[Path]:
