@@ -2,7 +2,9 @@
 
 The equations are reduced to a first-order system (see `numeric`); each integral constraint
 integral G dx = c adds a state I with I' = G, I(a) = 0, I(b) = c, and its Lagrange multiplier is
-an unknown parameter of solve_bvp. A solver failure raises `SolveError`, never returns a curve.
+an unknown parameter of solve_bvp. A solver failure raises `SolveError`, never returns a curve;
+so does a converged curve that changes when the mesh is refined (`confirm_by_refinement`) or that
+fails `verify.verify_extremal` (J or the curve not finite, end values missed).
 
 Example:
     >>> from variational.calculus.problems import get_problem
@@ -194,9 +196,10 @@ def confirm_by_refinement(problem: Problem, system, sol, curve_of, config: BVPCo
     derivatives, so a curve that exists only because of the discretisation passes it: with end
     points conjugate (J = integral y'^2 - y^2 on (0, 2 pi), y(2 pi) = 1) the discrete equations have
     a solution B sin x with B ~ 1e8 set by the truncation error, which changes ~16-fold on the finer
-    mesh (4th-order collocation). A genuine extremal changes by about tol (measured <= 3e-5 at tol
-    1e-6 even at T = 3.1415 in the harmonic oscillator, next to resonance), so a change above
-    sqrt(tol) is refused. curve_of(states) maps solve_bvp's states to the returned functions' values.
+    mesh (4th-order collocation). A genuine extremal changes by about tol times the problem's
+    conditioning (3e-5 at tol 1e-6 for the harmonic oscillator at T = 3.1415, 1e-4 short of
+    resonance), so a change above sqrt(tol) is refused. curve_of(states) maps solve_bvp's states to
+    the values of the functions returned.
     """
     fun, bc = system
     a, b = problem.interval

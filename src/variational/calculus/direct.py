@@ -220,7 +220,7 @@ def _lbfgs_round(disc: _Discretised, z: torch.Tensor, objective, cfg: DirectConf
     finally:
         with torch.no_grad():
             z.copy_(anchor + P @ u)
-    return int(opt.state[opt._params[0]].get("n_iter", 0))
+    return int(opt.state[u].get("n_iter", 0))
 
 
 def _explain_divergence(problem: Problem, disc: _Discretised, x: np.ndarray, value: float) -> NotAMinimumError:

@@ -87,8 +87,9 @@ def _check_tokens(source: str, allowed: set[str], what: str, text: str) -> None:
 
 
 # Bounds on what the text may ask SymPy to compute: `2**2**40` is a number of 3e11 digits (gigabytes,
-# and no return), gamma(10**9) a factorial, `(1 + y')^1000` a polynomial SymPy expands when it
-# simplifies the Euler-Lagrange equation (7 s at 1000, 0.4 s at 100). No Lagrangian needs more.
+# and no return), gamma(10**9) a factorial of a billion, `(1 + y')^n` a polynomial of degree n that
+# SymPy expands when it simplifies the Euler-Lagrange equation, at a cost growing steeply with n.
+# No Lagrangian of the calculus of variations needs more than these limits allow.
 MAX_LENGTH = 2000   # characters of text
 MAX_NODES = 2000    # nodes of the expression tree
 MAX_DIGITS = 100    # decimal digits of an exact number (integer, numerator or denominator)
