@@ -32,6 +32,7 @@ from variational.calculus.numeric import (
     to_jet,
 )
 from variational.calculus.problem import Problem, graded_mesh
+from variational.calculus.second_variation import end_conjugacy
 from variational.calculus.verify import curve_scale, verify_extremal
 from variational.errors import ConfigError
 
@@ -215,19 +216,29 @@ def confirm_by_refinement(problem: Problem, system, sol, curve_of, config: BVPCo
                                 f"failed (status {fine.status}, {fine.message})")
     change = float(np.max(np.abs(curve_of(fine.sol(x)) - coarse))) / scale
     if change > np.sqrt(config.tol):
-        raise _unresolved(problem, change, scale, config.tol)
+        raise _unresolved(problem, change, scale, config.tol, resonance(problem, sol))
     return change
 
 
-def _unresolved(problem: Problem, change: float, scale: float, tol: float) -> SolveError:
-    ends = curve_scale(problem, np.zeros(0))  # the end values' size (1e-12 when all are zero)
+def resonance(problem: Problem, sol) -> float | None:
+    """`end_conjugacy` along solve_bvp's curve (None with a substitution or where it does not apply)."""
+    if problem.substitution is not None:
+        return None
+    functional = problem.functional
+    n = len(functional.functions)  # first order: the states are y_i, y_i' in pairs
+    curve = lambda t: (sol.sol(t)[0:2 * n:2], sol.sol(t)[1:2 * n:2])  # noqa: E731
+    return end_conjugacy(functional, curve, problem.interval, sol.p if sol.p is not None else ())
+
+
+def _unresolved(problem: Problem, change: float, scale: float, tol: float, conjugacy: float | None) -> SolveError:
     why = (f"solving again on a mesh twice as fine changes the curve by {change:.1e} relative to its scale "
            f"(max |y| = {scale:.3g}), where a resolved extremal changes by less than sqrt(tol) = {np.sqrt(tol):.0e}")
-    if ends > 1e-12 and scale > 1e3 * ends:
+    if conjugacy is not None and conjugacy < 1e-3:  # the boundary problem is (all but) singular
+        a, b = problem.interval
         return NoExtremalError(
-            f"{problem.name}: no smooth extremal with these end values: {why}, and the curve is {scale / ends:.1e} "
-            "times larger than its end values, a size set by the discretisation error, as when the boundary problem "
-            "is resonant (the end point conjugate to the start: a Jacobi field vanishes at both ends)")
+            f"{problem.name}: no smooth extremal with these end values: {why}; the end point x={b:g} is conjugate "
+            f"to x={a:g} (the Jacobi field from x={a:g} is back to {conjugacy:.1e} of its largest value there), so "
+            "the boundary problem is resonant and only special end values have a solution")
     return SolveError(problem.advise(f"{problem.name}: the Euler-Lagrange boundary problem is not resolved: {why}; "
                                      "there may be no smooth extremal with these end values, or raise max_nodes"))
 
