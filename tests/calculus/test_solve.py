@@ -185,11 +185,17 @@ def test_large_direct_problems_skip_the_dense_hessian(monkeypatch):
 
     from variational.calculus import direct
 
-    def no_hessian(*args, **kwargs):
-        raise AssertionError("dense Hessian formed above the size cap")
-    monkeypatch.setattr(torch.autograd.functional, "hessian", no_hessian)
+    hessian, sizes = torch.autograd.functional.hessian, []
+
+    def small_hessians_only(f, z, **kwargs):
+        sizes.append(z.numel())
+        if z.numel() > direct._DENSE_LIMIT:
+            raise AssertionError("dense Hessian formed above the size cap")
+        return hessian(f, z, **kwargs)
+    monkeypatch.setattr(torch.autograd.functional, "hessian", small_hessians_only)
     p = get_problem("harmonic_oscillator")  # T = 2 < pi: a minimum
     e = solve(p, "direct", direct=DirectConfig(nodes=direct._DENSE_LIMIT + 201))
+    assert sizes and max(sizes) == 601  # only the check on half the nodes (601 unknowns) forms one
     assert e.J == pytest.approx(p.exact_J, abs=1e-6)  # O(h^2), h = 2/1200: measured 1.7e-7
     assert e.max_error < 1e-6
 
@@ -372,3 +378,15 @@ def test_isoperimetric_jacobi_test_with_a_cross_term(c):
     # The isoperimetric Jacobi ODE runs at rtol 1e-10, the solved curve is accurate to ~1e-7: 1e-5 is ample
     # and far below the root's distance from anything a wrong C term produces.
     assert verdicts[2].conjugate_point == pytest.approx(brentq(D, 2.0, 2.6), abs=1e-5)
+
+
+def test_weierstrass_infimum_not_attained_is_refused_by_the_direct_method():
+    # Weierstrass's example: J = integral x^2 y'^2 on (-1, 1), y(-1) = -1, y(1) = 1 has infimum 0 and no minimiser;
+    # the discrete minimisers steepen into a step as the mesh is refined (J ~ h), so halving the nodes moves the
+    # curve by ~0.1 of its scale where a resolved extremal moves by O(h^2) (<= 3e-4 on the registered problems).
+    f = Functional(x ** 2 * y.diff(x) ** 2, y, x)
+    with pytest.raises(SolveError, match=r"does not converge as the mesh is refined: on 51 instead of 101 nodes it "
+                                         r"changes by 0.1\d of its scale"):
+        solve_functional(f, (-1.0, 1.0), [-1.0], [1.0], method="direct", direct=DirectConfig(nodes=101))
+    e = solve(get_problem("catenary"), "direct", direct=DirectConfig(nodes=101))
+    assert 1e-5 < e.solver["refinement_change"] < 1e-3  # O(h^2) from 101 to 51 nodes: measured 1.2e-4
