@@ -6,7 +6,8 @@ Run: .venv/bin/python examples/calculus_problems.py
 
 import time
 
-from variational.calculus import PROBLEMS, SolveError, get_problem, solve
+from variational.calculus import PROBLEMS, get_problem, solve
+from variational.errors import VariationalError
 
 CASES = [(name, {}) for name in PROBLEMS] + [("harmonic_oscillator", {"T": 4.0}), ("catenoid", {"h": 0.7})]
 
@@ -17,7 +18,7 @@ def row(name: str, params: dict, method: str) -> str:
     start = time.perf_counter()
     try:
         e = solve(problem, method)
-    except (SolveError, ValueError) as err:
+    except VariationalError as err:  # no extremal, or not the kind asked for: the table says which error
         exact = "-" if problem.exact_J is None else f"{problem.exact_J:.9f}"
         return (f"| {label} | {method} | - | {exact} | - | - | {type(err).__name__} | "
                 f"{time.perf_counter() - start:.2f} |")

@@ -162,3 +162,12 @@ def test_euler_lagrange_takes_parameter_values(capsys):
     code, out, _ = run(capsys, "euler-lagrange", "y'^2/2 + k*y", "--param", "k=3", "--json")
     record = json.loads(out)
     assert code == 0 and record["solved"] == {"Derivative(y(x), (x, 2))": "3"}  # y'' = k
+
+
+def test_plot_path_problems_are_one_line_errors(capsys, tmp_path):
+    code, out, err = run(capsys, "solve", "shortest_path", "--plot", str(tmp_path / "curve.xyz"))
+    assert code == 2 and out == "" and "--plot: " in err and "needs a picture suffix, one of" in err
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a file where the plot's folder should be
+    code, _, err = run(capsys, "solve", "shortest_path", "--plot", str(blocker / "curve.png"))
+    assert code == 2 and "--plot: cannot write" in err and err.count("\n") == 1

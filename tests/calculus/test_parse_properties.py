@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 import sympy as sp
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from variational.calculus import Functional, parse_constant, parse_lagrangian
@@ -73,6 +73,9 @@ def test_random_text_parses_or_raises_one_line(text):
 
 @BOUNDED
 @given(EXPRESSIONS)
+@example("(y)*((2**40)*(10**99))")  # found by this test: a product's collected constant must be bounded too
+@example("(10**99)**(103830)")
+@example("((atan(8.549134865551721e+69))-((-132161)**(pi)))^((pi)-(-6.671309482458259e+16))")  # Abs ran for minutes
 def test_well_formed_expressions_parse_or_raise_one_line(text):
     expr = _one_line_error_or_expression(lambda t: parse_lagrangian(t, ["y"], ["x"]), text)
     if expr is not None:  # whatever is accepted stays within the bounds on exact numbers and powers
@@ -84,7 +87,7 @@ def test_well_formed_expressions_parse_or_raise_one_line(text):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("y'^2 + 2**2**40", "the number (2)**1099511627776 in \"y'^2 + 2**2**40\" has about 3.31e+11 digits"),
+    ("y'^2 + 2**2**40", "the number (2)**(1099511627776) in \"y'^2 + 2**2**40\" has about 3.31e+11 digits"),
     ("y'^2 + 2^2^40", "3.31e+11 digits"),
     ("y'^2 + gamma(10**9)*y", "arguments above 171 overflow float64"),
     ("(1 + y'^2)^1000", "exponent beyond +-100"),

@@ -225,13 +225,18 @@ def _solve(args) -> int:
     from variational.calculus.solver import solve
 
     problem = _user_problem(args) if args.lagrangian is not None else _named_problem(args)
+    if args.plot:
+        _check_plot_path(args.plot)  # before the solve, so a typo does not cost the result
     kw = {}
     if args.nodes is not None:
         kw = {"bvp": BVPConfig(nodes=args.nodes), "direct": DirectConfig(nodes=args.nodes)}
     ext = solve(problem, args.method, **kw)
     if args.plot:
         from variational.calculus.plot import plot_extremal
-        plot_extremal(ext, problem, args.plot)
+        try:
+            plot_extremal(ext, problem, args.plot)
+        except OSError as e:
+            raise ConfigError(f"--plot: cannot write {args.plot!r} ({e.strerror or e})") from None
     if args.json:
         record = ext.to_dict() | {"params": problem.params, "naive": {"label": problem.naive_label,
                                                                       "J": problem.naive_J},
@@ -243,6 +248,17 @@ def _solve(args) -> int:
     else:
         _print_result(ext, problem, args.plot, _title(args, problem) if args.lagrangian is not None else None)
     return 0
+
+
+def _check_plot_path(path: str) -> None:
+    from pathlib import Path
+
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kinds = sorted(FigureCanvasBase.get_supported_filetypes())
+    suffix = Path(path).suffix.lstrip(".").lower()
+    if suffix not in kinds:
+        raise ConfigError(f"--plot: {path!r} needs a picture suffix, one of {', '.join(kinds)}")
 
 
 def _named_problem(args):

@@ -15,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from variational.calculus.extremal import (
 from variational.calculus.numeric import torch_integrands
 from variational.calculus.problem import Problem, graded_mesh
 from variational.calculus.second_variation import check_second_variation
-from variational.calculus.verify import verify_extremal, where_not_finite
+from variational.calculus.verify import curve_scale, verify_extremal, where_not_finite
 from variational.errors import ConfigError
 
 __all__ = ["DirectConfig", "solve_direct"]
@@ -220,7 +220,7 @@ def _lbfgs_round(disc: _Discretised, z: torch.Tensor, objective, cfg: DirectConf
     finally:
         with torch.no_grad():
             z.copy_(anchor + P @ u)
-    return int(opt.state[opt._params[0]].get("n_iter", 0))
+    return int(opt.state[u].get("n_iter", 0))
 
 
 def _explain_divergence(problem: Problem, disc: _Discretised, x: np.ndarray, value: float) -> NotAMinimumError:
@@ -244,10 +244,51 @@ def _explain_divergence(problem: Problem, disc: _Discretised, x: np.ndarray, val
 
 def solve_direct(problem: Problem, config: DirectConfig = DirectConfig(),
                  device: torch.device | str = "cpu") -> Solution:
-    """Minimise the discretised functional (maximise for sense='max'); see the module docstring."""
+    """Minimise the discretised functional (maximise for sense='max'); see the module docstring.
+
+    The curve is then checked against a solve on half the nodes (`confirm_by_coarsening`) and by
+    `verify.verify_extremal`; SolveError instead of a curve that fails either.
+    """
     if problem.obstruction:
         raise NoExtremalError(f"{problem.name}: {problem.obstruction}")
     x = graded_mesh(*problem.interval, config.nodes, problem.grading)
+    disc, z, mu, sign, gap, counts = _solve_on(problem, x, config, device)
+    change = confirm_by_coarsening(problem, x, disc.curve(z.detach()).cpu().numpy(), sign * mu, config, device)
+    solution = _package(problem, disc, x, z, mu, sign, gap, counts, config)
+    solution.extremal.solver["refinement_change"] = change
+    return solution
+
+
+def confirm_by_coarsening(problem: Problem, x: np.ndarray, y: np.ndarray, multipliers: torch.Tensor,
+                          config: DirectConfig, device) -> float | None:
+    """Solve again on (nodes + 1) // 2 nodes from the curve y; return the change relative to its scale.
+
+    A resolved extremal changes by its O(h^2) discretisation error (at most 3e-4 of its scale from
+    101 to 51 nodes on the registered problems), but a minimising sequence with no smooth limit (Weierstrass's
+    x^2 y'^2 on (-1, 1), whose discrete minimisers steepen into a step as h -> 0) changes by O(1):
+    a change above 1e-2 is refused. None below 5 nodes, where there is no coarser mesh.
+    """
+    n = (config.nodes + 1) // 2
+    if n < 3:
+        return None
+    coarse_x = graded_mesh(*problem.interval, n, problem.grading)
+    fine = lambda t: np.array([np.interp(t, x, row) for row in y])  # noqa: E731
+    start = replace(problem, guess=fine, multiplier_guess=tuple(multipliers.tolist()))
+    disc, z, *_ = _solve_on(start, coarse_x, replace(config, nodes=n), device)
+    coarse = disc.curve(z.detach()).cpu().numpy()
+    scale = curve_scale(problem, y)
+    change = float(np.max(np.abs(coarse - fine(coarse_x)))) / scale
+    if change > 1e-2:
+        raise SolveError(problem.advise(
+            f"{problem.name}: the direct method's curve does not converge as the mesh is refined: on {n} instead "
+            f"of {config.nodes} nodes it changes by {change:.2g} of its scale ({scale:.3g}), where a resolved "
+            "extremal changes by its O(h^2) discretisation error: the infimum may not be attained by a smooth "
+            "curve (the minimisers steepen with the mesh); try the bvp method"))
+    return change
+
+
+def _solve_on(problem: Problem, x: np.ndarray, config: DirectConfig, device):
+    """The augmented-Lagrangian L-BFGS solve on the mesh x: (disc, z, mu, sign, gap, (iterations, rounds))."""
     disc = _Discretised(problem, x, torch.device(device))
     sign = 1.0 if problem.sense == "min" else -1.0
     z = disc.z0.clone().requires_grad_(True)
@@ -283,7 +324,7 @@ def solve_direct(problem: Problem, config: DirectConfig = DirectConfig(),
         gap = new_gap
         if gap.abs().max() <= config.constraint_tol * (1 + targets.abs().max()):
             break
-    return _package(problem, disc, x, z, mu, sign, gap, (iters, rounds), config)
+    return disc, z, mu, sign, gap, (iters, rounds)
 
 
 def _check_start(problem: Problem, disc: _Discretised, x: np.ndarray) -> None:

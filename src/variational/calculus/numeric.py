@@ -25,7 +25,7 @@ import torch
 from sympy.calculus.euler import euler_equations
 
 from variational.calculus.functional import Functional
-from variational.errors import ModelError
+from variational.errors import ConfigError, ModelError
 
 __all__ = ["CompiledFunctional", "compile_functional", "jet_symbols", "to_jet", "numpy_fn", "path_lagrangian"]
 
@@ -143,7 +143,7 @@ def compile_functional(functional: Functional) -> CompiledFunctional:
 def torch_integrands(functional: Functional) -> tuple[Callable, list[Callable]]:
     """L and G_k as torch functions of (x, values (F, m), slopes (F, m)), for first-order functionals."""
     if functional.order() != 1:
-        raise ModelError(f"direct method: needs a first-order Lagrangian, this one has order {functional.order()}; "
+        raise ConfigError(f"direct method: needs a first-order Lagrangian, this one has order {functional.order()}; "
                          "use the bvp method")
     jets = jet_symbols(functional, depth={i: 2 for i in range(len(functional.functions))})
     nf = len(functional.functions)

@@ -26,6 +26,7 @@ import re
 import tokenize
 from typing import Sequence
 
+import mpmath
 import sympy as sp
 from sympy.parsing.sympy_parser import convert_xor, parse_expr, standard_transformations
 
@@ -87,8 +88,9 @@ def _check_tokens(source: str, allowed: set[str], what: str, text: str) -> None:
 
 
 # Bounds on what the text may ask SymPy to compute: `2**2**40` is a number of 3e11 digits (gigabytes,
-# and no return), gamma(10**9) a factorial, `(1 + y')^1000` a polynomial SymPy expands when it
-# simplifies the Euler-Lagrange equation (7 s at 1000, 0.4 s at 100). No Lagrangian needs more.
+# and no return), gamma(10**9) a factorial of a billion, `(1 + y')^n` a polynomial of degree n that
+# SymPy expands when it simplifies the Euler-Lagrange equation, at a cost growing steeply with n.
+# No Lagrangian of the calculus of variations needs more than these limits allow.
 MAX_LENGTH = 2000   # characters of text
 MAX_NODES = 2000    # nodes of the expression tree
 MAX_DIGITS = 100    # decimal digits of an exact number (integer, numerator or denominator)
@@ -98,10 +100,19 @@ MAX_ORDER = 8       # order of a derivative
 MAX_GAMMA = 171     # gamma(n) above this overflows float64, and SymPy would compute n! exactly
 
 
+def _unevaluated(function):
+    """function(*args) left unevaluated: parse_expr's evaluate=False reaches only the operators, and
+    gamma(10**30) would compute a factorial; _bounded evaluates each call after checking it."""
+    return lambda *args, **_: function(*args, evaluate=False)  # parse_expr adds evaluate=False to some
+
+
+_CALLS = {name: _unevaluated(function) for name, function in FUNCTIONS.items()}
+
+
 def _parse(source: str, local: dict, what: str, text: str) -> sp.Expr:
     allowed = set(local) | set(FUNCTIONS) | set(_CONSTANTS)
     _check_tokens(source, allowed, what, text)
-    namespace = {"__builtins__": {}} | _MACHINERY | FUNCTIONS | _CONSTANTS
+    namespace = {"__builtins__": {}} | _MACHINERY | _CALLS | _CONSTANTS
     try:
         # evaluate=False: the text's arithmetic is done by _bounded, which refuses huge results before
         # SymPy computes them.
@@ -139,37 +150,51 @@ def _bounded(node: sp.Basic, count: list[int], what: str, text: str) -> sp.Basic
         raise ModelError(f"{what}: gamma({args[0]}) in {_quote(text)}: arguments above {MAX_GAMMA} overflow float64")
     elif isinstance(node, sp.Derivative) and node.derivative_count > MAX_ORDER:
         raise ModelError(f"{what}: a derivative of order {node.derivative_count} in {_quote(text)}: at most {MAX_ORDER}")
-    out = node.func(*args)
-    _check_number(out, what, text)
+    # Derivative does not evaluate by default (as diff does): evaluate=True also orders the variables.
+    out = sp.Derivative(*args, evaluate=True) if isinstance(node, sp.Derivative) else node.func(*args)
+    # A sum or product collects its constant into one argument (y*2**40*10**99 -> 1.1e111*y): check it too.
+    for value in (out, *(a for a in out.args if a.is_Number)):
+        _check_number(value, what, text)
     return out
 
 
 def _check_power(base: sp.Basic, exponent: sp.Basic, what: str, text: str) -> None:
-    if not exponent.is_Number:
+    """Refuse a constant power beyond 1e+-MAX_MAGNITUDE, or a power of the unknowns beyond MAX_POWER,
+    before SymPy builds it (an integer power of an integer is computed digit by digit)."""
+    if not exponent.is_number:
+        return
+    power = _log10_abs(exponent)
+    if power is None:
         return
     if not base.is_number:
-        if abs(exponent) > MAX_POWER:
-            raise ModelError(f"{what}: the power ({base})**{exponent} in {_quote(text)} has an exponent beyond "
+        if power > math.log10(MAX_POWER):
+            raise ModelError(f"{what}: the power ({base})**({exponent}) in {_quote(text)} has an exponent beyond "
                              f"+-{MAX_POWER}, the limit for powers of the unknowns and parameters")
         return
-    size = _magnitude(base)
-    if size is None or size == 0 or exponent == 0:
+    size = _log10_abs(base)
+    if not size:  # zero, +-1 or not evaluable: no growth to bound
         return
-    digits = abs(float(exponent)) * size if abs(exponent) < 1e300 else math.inf
+    digits = abs(size) * 10 ** power if power < 300 else math.inf
     if digits > MAX_MAGNITUDE:
-        raise ModelError(f"{what}: the number ({base})**{exponent} in {_quote(text)} has about {digits:.3g} digits: "
+        raise ModelError(f"{what}: the number ({base})**({exponent}) in {_quote(text)} has about {digits:.3g} digits: "
                          f"constants are limited to 1e+-{MAX_MAGNITUDE}")
 
 
-def _magnitude(value: sp.Basic) -> float | None:
-    """|log10 |value|| of a constant (None when it is zero, not finite or cannot be evaluated)."""
+def _log10_abs(value: sp.Basic) -> float | None:
+    """log10 |value| of a constant, or None when it is zero or cannot be evaluated to floats.
+
+    Numeric only: SymPy's symbolic Abs of a complex constant power can run for minutes.
+    """
     if isinstance(value, sp.Rational):  # exact, and the digits are bounded: no evalf needed
-        return None if value == 0 else abs(math.log10(abs(value.p)) - math.log10(value.q))
+        return None if value == 0 else math.log10(abs(value.p)) - math.log10(value.q)
     try:
-        size = sp.Abs(value).evalf(15)  # a SymPy Float keeps any exponent: 1e400 does not overflow here
-        return abs(float(sp.log(size) / math.log(10))) if size.is_Float and size != 0 else None
-    except (TypeError, ValueError, ArithmeticError):
+        v = value.evalf(15)  # SymPy Floats keep any exponent: 1e400 does not overflow here
+    except (TypeError, ValueError, ArithmeticError, RecursionError):
         return None
+    if not v.is_Float and (v.free_symbols or v.atoms(sp.NumberSymbol, sp.Function, sp.Pow)):
+        return None  # not evaluated to floats (a + b I): no size to judge here
+    parts = [abs(mpmath.mpf(f._mpf_)) for f in v.atoms(sp.Float) if f != 0]
+    return float(mpmath.log10(max(parts))) if parts else None
 
 
 def _check_number(value: sp.Basic, what: str, text: str) -> None:
@@ -178,8 +203,8 @@ def _check_number(value: sp.Basic, what: str, text: str) -> None:
         if max(abs(value.p), value.q).bit_length() > MAX_DIGITS * math.log2(10):
             raise ModelError(f"{what}: {_quote(text)} holds or makes a number of more than {MAX_DIGITS} digits")
     elif value.is_number and not value.free_symbols:
-        size = _magnitude(value)
-        if size is not None and size > MAX_MAGNITUDE:
+        size = _log10_abs(value)
+        if size is not None and abs(size) > MAX_MAGNITUDE:
             raise ModelError(f"{what}: {_quote(text)} holds or makes the constant {value.evalf(3)}, beyond "
                              f"1e+-{MAX_MAGNITUDE}")
 

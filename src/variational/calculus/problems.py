@@ -131,7 +131,7 @@ def brachistochrone(x1: float, y1: float, g: float) -> Problem:
 
 
 def _brachistochrone_hint(ratio: float) -> str:
-    """Why solve_bvp may fail from the straight-line guess (found by trying x1/|y1| from 0.01 to 40)."""
+    """Why solve_bvp may fail from the straight-line guess, for the end points x1/|y1| where it does."""
     if ratio > math.pi / 2:  # the cycloid's lowest point theta = pi lies before the end, theta1 > pi
         return (f"x1/|y1| = {ratio:.3g} > pi/2: the cycloid dips below the end point before rising to it, so "
                 "the straight-line initial guess is poor; try the direct method")

@@ -27,7 +27,7 @@ from variational.calculus.functional import Functional
 from variational.calculus.numeric import second_variation_coefficients
 from variational.errors import SolveError
 
-__all__ = ["check_second_variation", "legendre", "conjugate_point", "isoperimetric_conjugate_point"]
+__all__ = ["check_second_variation", "conjugate_point", "end_conjugacy", "isoperimetric_conjugate_point", "legendre"]
 
 Curve = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -40,8 +40,8 @@ def legendre(coeffs: Callable, curve: Curve, x: np.ndarray, p=()) -> tuple[float
     return float(eig.min()), float(eig.max())
 
 
-def conjugate_point(coeffs: Callable, curve: Curve, start: float, end: float, p=()) -> float | None:
-    """First x in (start, end] where det H(x) = 0 for the Jacobi fields H(start) = 0, H'(start) = I."""
+def _jacobi_system(coeffs: Callable, curve: Curve, start: float, p=()) -> tuple[int, Callable, np.ndarray]:
+    """(n, rhs, z0) for H and M = P H' + C^T H, with H(start) = 0, H'(start) = I."""
     v0, _ = curve(np.array([start]))
     n = np.atleast_2d(v0).shape[0]
 
@@ -52,18 +52,47 @@ def conjugate_point(coeffs: Callable, curve: Curve, start: float, end: float, p=
         dH = np.linalg.solve(P, M - C.T @ H)
         return np.concatenate([dH.ravel(), (C @ dH + R @ H).ravel()])
 
+    P0 = coeffs(np.array([start]), *(np.atleast_2d(a) for a in curve(np.array([start]))), p)[0][0]
+    return n, rhs, np.concatenate([np.zeros(n * n), P0.ravel()])
+
+
+def conjugate_point(coeffs: Callable, curve: Curve, start: float, end: float, p=()) -> float | None:
+    """First x in (start, end] where det H(x) = 0 for the Jacobi fields H(start) = 0, H'(start) = I."""
+    n, rhs, z0 = _jacobi_system(coeffs, curve, start, p)
+
     def event(x, z):  # det H / (x - start)^n -> 1 at the start, so only genuine zeros count
         gap = x - start
         return 1.0 if gap <= 0 else float(np.linalg.det(z[: n * n].reshape(n, n)) / gap ** n)
     event.terminal = True
 
-    P0 = coeffs(np.array([start]), *(np.atleast_2d(a) for a in curve(np.array([start]))), p)[0][0]
-    z0 = np.concatenate([np.zeros(n * n), P0.ravel()])
     sol = solve_ivp(rhs, (start, end), z0, events=event, rtol=1e-6, atol=1e-9, max_step=(end - start) / 50)
     if sol.status == -1 or not np.all(np.isfinite(sol.y)):
         raise SolveError(f"Jacobi equation: integration failed ({sol.message})")
     hits = sol.t_events[0]
     return float(hits[0]) if len(hits) else None
+
+
+def end_conjugacy(functional: Functional, curve: Curve, interval: tuple[float, float], multipliers=()) -> float | None:
+    """|det H(b)| / max |det H| on [a, b] for the Jacobi fields from a: near 0 when b is conjugate to a.
+
+    Then the linearised boundary problem is singular (resonant), and end values off its range have
+    no smooth extremal. None where the test does not apply (order > 1, constraints) or fails.
+    """
+    if functional.order() != 1 or functional.constraints:
+        return None
+    a, b = interval
+    coeffs = second_variation_coefficients(functional)
+    try:
+        with np.errstate(all="ignore"):
+            n, rhs, z0 = _jacobi_system(coeffs, curve, a, np.asarray(multipliers, float))
+            sol = solve_ivp(rhs, (a, b), z0, rtol=1e-8, atol=1e-12, t_eval=np.linspace(a, b, 201),
+                            max_step=(b - a) / 50)
+    except (ValueError, np.linalg.LinAlgError):
+        return None
+    if sol.status != 0 or not np.all(np.isfinite(sol.y)):
+        return None
+    det = np.abs([np.linalg.det(z[: n * n].reshape(n, n)) for z in sol.y.T])
+    return float(det[-1] / det.max()) if det.max() > 0 else None
 
 
 def isoperimetric_conjugate_point(functional: Functional, coeffs: Callable, curve: Curve, start: float,
