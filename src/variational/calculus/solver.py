@@ -52,8 +52,10 @@ def solve_functional(functional: Functional, interval: tuple[float, float], left
     """Solve a user's functional between end values; the result is checked as `solve` checks it.
 
     Args:
-        left, right: the end conditions, one per unknown function: a value, None for a free end
-            (natural boundary condition), or for a Lagrangian of order n a tuple f, f', ..., f^(n-1).
+        left: the end conditions at the interval's start, one per unknown function: a value, None for
+            a free end (natural boundary condition), or for a Lagrangian of order n a tuple
+            f, f', ..., f^(n-1).
+        right: the end conditions at the interval's end, in the same form.
         guess: the starting curve, x (m,) -> values (n_functions, m) (or (m,) for one function).
             Default: the straight line between the end values. Both solvers converge to the extremal
             nearest their start, and solve_bvp needs a start that is not degenerate for the
@@ -62,7 +64,8 @@ def solve_functional(functional: Functional, interval: tuple[float, float], left
             (default 1.0 each: 0 often makes the Euler-Lagrange equation degenerate).
         sense: "min" or "max": the direct method minimises or maximises; the second-variation check
             judges the result against it.
-        method, **kwargs: as for `solve` ("bvp" or "direct", configs, device, check).
+        method: "bvp" or "direct", as for `solve`.
+        **kwargs: passed to `solve` (the `bvp` and `direct` configs, `device`, `check`).
 
     Example (Dido's problem written by hand: the largest area between y = 0 and a curve of length
     2.5 from (-1, 0) to (1, 0). From the straight line, of length 2, solve_bvp's Jacobian is singular;
