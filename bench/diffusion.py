@@ -42,8 +42,10 @@ PUBLISHED = [("VAE (published, Exemplar-VAE paper)", 228.70), ("HVAE + VampPrior
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     torch.manual_seed(0)
-    print(f"# variational.diffusion bench: {args.dataset}, preset {args.preset}, T = {args.timesteps}, "
-          f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"# variational.diffusion bench: {args.dataset}, preset {args.preset}, T = {args.timesteps}, "
+        f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     if args.device.startswith("cuda"):
         print(f"# GPU: {torch.cuda.get_device_name(args.device)}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,9 +60,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _config(args: argparse.Namespace, **kwargs) -> DiffusionConfig:
-    values = {"dataset": args.dataset, "data_dir": args.data_dir, "preset": args.preset, "timesteps": args.timesteps,
-                  "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "ema": 0.9999, "device": args.device,
-                  "eval_images": min(args.eval_images, 100), "eval_t_samples": 1}
+    values = {
+        "dataset": args.dataset,
+        "data_dir": args.data_dir,
+        "preset": args.preset,
+        "timesteps": args.timesteps,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "ema": 0.9999,
+        "device": args.device,
+        "eval_images": min(args.eval_images, 100),
+        "eval_t_samples": 1,
+    }
     return DiffusionConfig(**{**values, **kwargs})
 
 
@@ -90,15 +102,22 @@ def bench_speed(args: argparse.Namespace, tmp: Path):
     theirs = _diffusers_loop(args, config, x)
     alone = _network_alone(args, config, x)
     n = len(x)
-    print(f"\n## 1. Training speed: {n} images of {tuple(x.shape[2:])}, batch {args.batch_size}, "
-          f"{sum(p.numel() for p in run.model.parameters()):,} parameters, seconds per epoch (median of {len(ours)})")
-    rows = [("variational.diffusion trainer", _median(ours)), ("diffusers example loop", _median(theirs)),
-            ("network step alone (fwd+bwd+Adam)", _median(alone))]
+    print(
+        f"\n## 1. Training speed: {n} images of {tuple(x.shape[2:])}, batch {args.batch_size}, "
+        f"{sum(p.numel() for p in run.model.parameters()):,} parameters, seconds per epoch (median of {len(ours)})"
+    )
+    rows = [
+        ("variational.diffusion trainer", _median(ours)),
+        ("diffusers example loop", _median(theirs)),
+        ("network step alone (fwd+bwd+Adam)", _median(alone)),
+    ]
     print("| loop | s/epoch | images/s | vs ours |\n|---|---:|---:|---:|")
     for name, s in rows:
         print(f"| {name} | {s:.2f} | {n / s:.0f} | {s / rows[0][1]:.2f}x |")
-    print(f"\nours / diffusers loop = {rows[0][1] / rows[1][1]:.2f} (target < 1); "
-          f"ours / network alone = {rows[0][1] / rows[2][1]:.2f} (target <= 1.25)")
+    print(
+        f"\nours / diffusers loop = {rows[0][1] / rows[1][1]:.2f} (target < 1); "
+        f"ours / network alone = {rows[0][1] / rows[2][1]:.2f} (target <= 1.25)"
+    )
     return run.model
 
 
@@ -144,8 +163,14 @@ def _network_alone(args: argparse.Namespace, config: DiffusionConfig, x: torch.T
     net = _net(config, x.shape[-1])
     opt = torch.optim.Adam(net.parameters(), lr=config.lr, fused=torch.device(config.device).type in ("cpu", "cuda"))
     bs = config.batch_size
-    batches = [(x[i:i + bs], torch.randint(0, config.timesteps, (len(x[i:i + bs]),), device=x.device),
-                torch.randn_like(x[i:i + bs])) for i in range(0, len(x), bs)]
+    batches = [
+        (
+            x[i : i + bs],
+            torch.randint(0, config.timesteps, (len(x[i : i + bs]),), device=x.device),
+            torch.randn_like(x[i : i + bs]),
+        )
+        for i in range(0, len(x), bs)
+    ]
     times = []
     for _ in range(config.epochs):
         start = time.perf_counter()
@@ -164,13 +189,16 @@ def _network_alone(args: argparse.Namespace, config: DiffusionConfig, x: torch.T
 
 def bench_eval(args: argparse.Namespace, model, tmp: Path) -> None:
     if model is None:
-        run = diffusion.train(_config(args, dataset=_subset_npz(args, tmp), epochs=1), tmp / "eval", progress=False,
-                              log=lambda m: None)
+        run = diffusion.train(
+            _config(args, dataset=_subset_npz(args, tmp), epochs=1), tmp / "eval", progress=False, log=lambda m: None
+        )
         model = run.model
     data = load_images(args.dataset, args.data_dir, device=args.device)
     x = data.x_test[: args.eval_images]
     print(f"\n## 2. Evaluation: the bound on {len(x)} test images, T = {model.timesteps}, batch {args.eval_batch} rows")
-    print("| estimator | -log p(x) <= (nats) | SE | bits/dim | SE | seconds | network rows |\n|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| estimator | -log p(x) <= (nats) | SE | bits/dim | SE | seconds | network rows |\n|---|---:|---:|---:|---:|---:|---:|"
+    )
     timings = {}
     for s in (None, args.t_samples):
         g = torch.Generator(device=args.device).manual_seed(1)
@@ -180,13 +208,17 @@ def bench_eval(args: argparse.Namespace, model, tmp: Path) -> None:
         timings[s] = time.perf_counter() - start
         name = "full sum over all T" if s is None else f"{s} sampled t per image"
         rows = len(x) * (model.timesteps if s is None else s + 1)  # the sampled estimate adds L_0's row
-        print(f"| {name} | {b.nats:.2f} | {b.stderr:.2f} | {b.bits_per_dim:.4f} | {b.bits_per_dim_stderr:.4f} | "
-              f"{timings[s]:.1f} | {rows:,} |")
+        print(
+            f"| {name} | {b.nats:.2f} | {b.stderr:.2f} | {b.bits_per_dim:.4f} | {b.bits_per_dim_stderr:.4f} | "
+            f"{timings[s]:.1f} | {rows:,} |"
+        )
         timings[("b", s)] = b
     full, est = timings[("b", None)], timings[("b", args.t_samples)]
     z = (est.nats - full.nats) / math.hypot(est.stderr, full.stderr)
-    print(f"\nestimate - full = {est.nats - full.nats:+.2f} nats ({z:+.1f} combined SE); "
-          f"time ratio full / estimate = {timings[None] / timings[args.t_samples]:.0f}x")
+    print(
+        f"\nestimate - full = {est.nats - full.nats:+.2f} nats ({z:+.1f} combined SE); "
+        f"time ratio full / estimate = {timings[None] / timings[args.t_samples]:.0f}x"
+    )
 
 
 # ------------------------------------------------------------------ 3. likelihood table
@@ -203,19 +235,31 @@ def bench_likelihood(args: argparse.Namespace, tmp: Path) -> None:
     x = run.data.x_test[: args.eval_images]  # the fixed binarisation of the test set (seed + 1), as the VAE's
     g = torch.Generator(device=args.device).manual_seed(2)
     bound = run.model.nll(x, t_samples=args.t_samples, batch_size=args.eval_batch, generator=g)
-    vconfig = vae.VAEConfig(preset="conv", dataset=dataset, data_dir=args.data_dir, binarize="dynamic",
-                            epochs=args.vae_epochs, device=args.device)
+    vconfig = vae.VAEConfig(
+        preset="conv",
+        dataset=dataset,
+        data_dir=args.data_dir,
+        binarize="dynamic",
+        epochs=args.vae_epochs,
+        device=args.device,
+    )
     start = time.perf_counter()
     vrun = vae.train(vconfig, tmp / "vae", progress=False, log=lambda m: None)
     vae_minutes = (time.perf_counter() - start) / 60
     assert torch.equal(vrun.data.x_test[: args.eval_images], x), "the VAE and the DDPM must score the same test images"
     ev = vae.evaluate(vrun.model, x, iw_samples=args.iw_k, seed=0)
-    print(f"\n## 3. Dynamically binarised {args.dataset}: -log p(x) in nats on {len(x)} test images (fixed binarisation)")
+    print(
+        f"\n## 3. Dynamically binarised {args.dataset}: -log p(x) in nats on {len(x)} test images (fixed binarisation)"
+    )
     print("| model | training | -log p(x) (nats) | SE | how |\n|---|---|---:|---:|---|")
-    print(f"| DDPM ({args.preset} U-Net, T = {args.timesteps}, 2-level decoder) | {args.likelihood_epochs} epochs, "
-          f"{ddpm_minutes:.1f} min | <= {bound.nats:.2f} | {bound.stderr:.2f} | bound, {args.t_samples} sampled t per image |")
-    print(f"| VAE (conv preset) | {args.vae_epochs} epochs, {vae_minutes:.1f} min | {-ev.log_px:.2f} | "
-          f"{ev.log_px_stderr:.2f} | IW estimate, K = {args.iw_k} |")
+    print(
+        f"| DDPM ({args.preset} U-Net, T = {args.timesteps}, 2-level decoder) | {args.likelihood_epochs} epochs, "
+        f"{ddpm_minutes:.1f} min | <= {bound.nats:.2f} | {bound.stderr:.2f} | bound, {args.t_samples} sampled t per image |"
+    )
+    print(
+        f"| VAE (conv preset) | {args.vae_epochs} epochs, {vae_minutes:.1f} min | {-ev.log_px:.2f} | "
+        f"{ev.log_px_stderr:.2f} | IW estimate, K = {args.iw_k} |"
+    )
     for name, value in PUBLISHED:
         print(f"| {name} | | {value:.2f} | | published |")
 
@@ -230,7 +274,9 @@ def _sync(device: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-dir")
     p.add_argument("--fraction", type=float, default=1.0, help="train on this share of the training set (short runs)")

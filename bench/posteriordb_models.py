@@ -26,9 +26,10 @@ import math
 import os
 import re
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,7 +71,7 @@ class _LeastSquares:
     n: int
 
     @classmethod
-    def of(cls, X: Tensor, y: Tensor) -> "_LeastSquares":
+    def of(cls, X: Tensor, y: Tensor) -> _LeastSquares:
         q, r = torch.linalg.qr(X)
         b_hat = torch.linalg.solve_triangular(r, (q.T @ y)[:, None], upper=True)[:, 0]
         return cls(r, b_hat, ((y - X @ b_hat) ** 2).sum(), X.shape[0])
@@ -139,8 +140,11 @@ def _ark(data: dict[str, Any], dtype: torch.dtype):
 @_posterior("arma-arma11")
 def _arma11(data: dict[str, Any], dtype: torch.dtype):
     y = _vector(data, "y", dtype)
-    wide, narrow, half_cauchy = (_fixed(Normal, 0, 10, dtype=dtype), _fixed(Normal, 0, 2, dtype=dtype),
-                                 _fixed(HalfCauchy, 2.5, dtype=dtype))
+    wide, narrow, half_cauchy = (
+        _fixed(Normal, 0, 10, dtype=dtype),
+        _fixed(Normal, 0, 2, dtype=dtype),
+        _fixed(HalfCauchy, 2.5, dtype=dtype),
+    )
 
     def log_joint(p: Params) -> Tensor:
         mu, phi, theta, sigma = p["mu"], p["phi"], p["theta"], p["sigma"]
@@ -229,8 +233,12 @@ def _garch11(data: dict[str, Any], dtype: torch.dtype):
         # Flat priors; beta1 = r (1 - alpha1) on (0, 1 - alpha1) adds log(1 - alpha1) for r.
         return _normal(mu, var.sqrt()).log_prob(y).sum() + torch.log1p(-alpha1)
 
-    spec = {"mu": constraints.real, "alpha0": constraints.positive, "alpha1": constraints.unit_interval,
-            "beta1_over_1m_alpha1": constraints.unit_interval}
+    spec = {
+        "mu": constraints.real,
+        "alpha0": constraints.positive,
+        "alpha1": constraints.unit_interval,
+        "beta1_over_1m_alpha1": constraints.unit_interval,
+    }
     return log_joint, spec
 
 
@@ -273,8 +281,11 @@ def _gp_pois_regr(data: dict[str, Any], dtype: torch.dtype):
 @_posterior("low_dim_gauss_mix-low_dim_gauss_mix")
 def _low_dim_gauss_mix(data: dict[str, Any], dtype: torch.dtype):
     y = _vector(data, "y", dtype)
-    sigma_prior, mu_prior, theta_prior = (_fixed(HalfNormal, 2, dtype=dtype), _fixed(Normal, 0, 2, dtype=dtype),
-                                          _fixed(Beta, 5, 5, dtype=dtype))
+    sigma_prior, mu_prior, theta_prior = (
+        _fixed(HalfNormal, 2, dtype=dtype),
+        _fixed(Normal, 0, 2, dtype=dtype),
+        _fixed(Beta, 5, 5, dtype=dtype),
+    )
 
     def log_joint(p: Params) -> Tensor:
         mu, sigma, theta = p["mu"], p["sigma"], p["theta"]
@@ -291,9 +302,17 @@ def _low_dim_gauss_mix(data: dict[str, Any], dtype: torch.dtype):
 @_posterior("nes2000-nes")
 def _nes(data: dict[str, Any], dtype: torch.dtype):
     age = _vector(data, "age_discrete", dtype)
-    cols = [torch.ones_like(age), _vector(data, "real_ideo", dtype), _vector(data, "race_adj", dtype),
-            (age == 2).to(dtype), (age == 3).to(dtype), (age == 4).to(dtype), _vector(data, "educ1", dtype),
-            _vector(data, "gender", dtype), _vector(data, "income", dtype)]
+    cols = [
+        torch.ones_like(age),
+        _vector(data, "real_ideo", dtype),
+        _vector(data, "race_adj", dtype),
+        (age == 2).to(dtype),
+        (age == 3).to(dtype),
+        (age == 4).to(dtype),
+        _vector(data, "educ1", dtype),
+        _vector(data, "gender", dtype),
+        _vector(data, "income", dtype),
+    ]
     ls = _LeastSquares.of(torch.stack(cols, 1), _vector(data, "partyid7", dtype))
 
     def log_joint(p: Params) -> Tensor:  # flat priors
@@ -335,8 +354,11 @@ def default_root(root: str | os.PathLike | None = None) -> Path:
     for path in tried:
         if path.is_dir():
             return path
-    raise FileNotFoundError("posteriordb folder not found; looked in " + ", ".join(str(p) for p in tried)
-                            + " (pass root= or set VARIATIONAL_POSTERIORDB)")
+    raise FileNotFoundError(
+        "posteriordb folder not found; looked in "
+        + ", ".join(str(p) for p in tried)
+        + " (pass root= or set VARIATIONAL_POSTERIORDB)"
+    )
 
 
 def names(with_reference: bool = False, root: str | os.PathLike | None = None) -> list[str]:

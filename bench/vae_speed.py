@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.nn import functional as F
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from variational import data as datasets
@@ -146,7 +146,9 @@ def matmul_floor(steps: int, batch: int = 128, repeats: int = 1) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--iw", type=int, default=0, metavar="K", help="also time log p(x) with K samples on the test set")
+    parser.add_argument(
+        "--iw", type=int, default=0, metavar="K", help="also time log p(x) with K samples on the test set"
+    )
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads:
@@ -178,26 +180,38 @@ def main(argv: list[str] | None = None) -> int:
             # out a steady drift across our epoch (not faster changes).
             rows.append((p, o, (before + matmul_floor(steps)) / 2))
 
-    print(f"Fashion-MNIST, reference VAE 784-400-20, batch 128, Adam 1e-3, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
-    print(f"{'epoch':>5} | {'plain loop s':>12} | {'variational s':>13} | {'speed-up':>8} | {'GEMMs s':>7} | "
-          f"{'x GEMMs':>7} | {'plain test loss':>15} | {'variational test loss':>21}")
+    print(
+        f"Fashion-MNIST, reference VAE 784-400-20, batch 128, Adam 1e-3, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"{'epoch':>5} | {'plain loop s':>12} | {'variational s':>13} | {'speed-up':>8} | {'GEMMs s':>7} | "
+        f"{'x GEMMs':>7} | {'plain test loss':>15} | {'variational test loss':>21}"
+    )
     print("-" * 112)
     for i, ((ps, pl), (os_, ol), fs) in enumerate(rows, 1):
-        print(f"{i:>5} | {ps:12.2f} | {os_:13.2f} | {ps / os_:7.1f}x | {fs:7.2f} | {os_ / fs:6.2f}x | "
-              f"{pl:15.2f} | {ol:21.2f}")
+        print(
+            f"{i:>5} | {ps:12.2f} | {os_:13.2f} | {ps / os_:7.1f}x | {fs:7.2f} | {os_ / fs:6.2f}x | "
+            f"{pl:15.2f} | {ol:21.2f}"
+        )
     mean_plain, mean_ours, mean_floor = (np.mean([r[k][0] if k < 2 else r[k] for r in rows]) for k in range(3))
     print("-" * 112)
-    print(f"mean seconds per epoch: plain {mean_plain:.2f}, variational {mean_ours:.2f} "
-          f"({mean_plain / mean_ours:.1f}x faster)")
-    print(f"matrix products alone: {mean_floor:.2f} s per epoch; variational takes {mean_ours / mean_floor:.2f}x "
-          f"that (epoch by epoch {min(r[1][0] / r[2] for r in rows):.2f}-{max(r[1][0] / r[2] for r in rows):.2f}x)")
+    print(
+        f"mean seconds per epoch: plain {mean_plain:.2f}, variational {mean_ours:.2f} "
+        f"({mean_plain / mean_ours:.1f}x faster)"
+    )
+    print(
+        f"matrix products alone: {mean_floor:.2f} s per epoch; variational takes {mean_ours / mean_floor:.2f}x "
+        f"that (epoch by epoch {min(r[1][0] / r[2] for r in rows):.2f}-{max(r[1][0] / r[2] for r in rows):.2f}x)"
+    )
 
     if args.iw:
         t0 = time.perf_counter()
         result = vae.evaluate(run.model, run.data.x_test, iw_samples=args.iw, progress=True)
-        print(f"log p(x) with K={args.iw} on {result.n_images} test images: {result.log_px:.2f} nats "
-              f"(ELBO {result.elbo:.2f}), {time.perf_counter() - t0:.0f} s")
+        print(
+            f"log p(x) with K={args.iw} on {result.n_images} test images: {result.log_px:.2f} nats "
+            f"(ELBO {result.elbo:.2f}), {time.perf_counter() - t0:.0f} s"
+        )
     return 0
 
 

@@ -46,9 +46,9 @@ import warnings  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
 
 import numpy as np  # noqa: E402
+import posteriordb_models as pdb  # noqa: E402 -- beside this script (bench/), a benchmark fixture
 import torch  # noqa: E402
 
-import posteriordb_models as pdb  # noqa: E402 -- beside this script (bench/), a benchmark fixture
 # Imported here, not on first use (variational.vi loads lazily): the import of SciPy's optimisers
 # (0.4 s) is no part of a fit's time.
 from variational.vi.fitting import fit  # noqa: E402
@@ -146,14 +146,21 @@ def numpyro_density(name: str, data: dict):
 
     def normal_ls(ls, b, sigma):  # sum_n log N(y_n | x_n^T b, sigma)
         r, b_hat, rss, n = ls
-        return -n * (jnp.log(sigma) + 0.5 * math.log(2 * math.pi)) - 0.5 * (rss + jnp.sum((r @ (b - b_hat)) ** 2)) / sigma**2
+        return (
+            -n * (jnp.log(sigma) + 0.5 * math.log(2 * math.pi))
+            - 0.5 * (rss + jnp.sum((r @ (b - b_hat)) ** 2)) / sigma**2
+        )
 
     if name == "arK-arK":
         y, k = np.asarray(data["y"]), int(data["K"])
         lags = np.stack([y[k - j : len(y) - j] for j in range(1, k + 1)], 1)
 
         def lj(p):
-            prior = d.Normal(0, 10).log_prob(p["alpha"]) + d.Normal(0, 10).log_prob(p["beta"]).sum() + d.HalfCauchy(2.5).log_prob(p["sigma"])
+            prior = (
+                d.Normal(0, 10).log_prob(p["alpha"])
+                + d.Normal(0, 10).log_prob(p["beta"]).sum()
+                + d.HalfCauchy(2.5).log_prob(p["sigma"])
+            )
             return prior + d.Normal(p["alpha"] + lags @ p["beta"], p["sigma"]).log_prob(y[k:]).sum()
 
         return lj, {"alpha": (c.real, ()), "beta": (c.real, (k,)), "sigma": (c.positive, ())}
@@ -172,7 +179,11 @@ def numpyro_density(name: str, data: dict):
 
         def lj(p):
             theta = p["mu"] + p["tau"] * p["theta_trans"]
-            prior = d.Normal(0, 1).log_prob(p["theta_trans"]).sum() + d.Normal(0, 5).log_prob(p["mu"]) + d.HalfCauchy(5).log_prob(p["tau"])
+            prior = (
+                d.Normal(0, 1).log_prob(p["theta_trans"]).sum()
+                + d.Normal(0, 5).log_prob(p["mu"])
+                + d.HalfCauchy(5).log_prob(p["tau"])
+            )
             return prior + d.Normal(theta, s).log_prob(y).sum()
 
         return lj, {"theta_trans": (c.real, (8,)), "mu": (c.real, ()), "tau": (c.positive, ())}
@@ -191,16 +202,26 @@ def numpyro_density(name: str, data: dict):
             var = jnp.concatenate([jnp.asarray([sigma1**2]), rest])
             return d.Normal(mu, jnp.sqrt(var)).log_prob(y).sum() + jnp.log1p(-a1)
 
-        return lj, {"mu": (c.real, ()), "alpha0": (c.positive, ()), "alpha1": (c.unit_interval, ()),
-                    "beta1_over_1m_alpha1": (c.unit_interval, ())}
+        return lj, {
+            "mu": (c.real, ()),
+            "alpha0": (c.positive, ()),
+            "alpha1": (c.unit_interval, ()),
+            "beta1_over_1m_alpha1": (c.unit_interval, ()),
+        }
     if name == "gp_pois_regr-gp_pois_regr":
         x, k = np.asarray(data["x"], float), np.asarray(data["k"], float)
         from jax.scipy.special import gammaln
 
         def lj(p):
-            K = p["alpha"] ** 2 * jnp.exp(-((x[:, None] - x[None, :]) ** 2) / (2 * p["rho"] ** 2)) + 1e-10 * jnp.eye(len(x))
+            K = p["alpha"] ** 2 * jnp.exp(-((x[:, None] - x[None, :]) ** 2) / (2 * p["rho"] ** 2)) + 1e-10 * jnp.eye(
+                len(x)
+            )
             f = jnp.linalg.cholesky(K) @ p["f_tilde"]
-            prior = d.Gamma(25, 4).log_prob(p["rho"]) + d.HalfNormal(2).log_prob(p["alpha"]) + d.Normal(0, 1).log_prob(p["f_tilde"]).sum()
+            prior = (
+                d.Gamma(25, 4).log_prob(p["rho"])
+                + d.HalfNormal(2).log_prob(p["alpha"])
+                + d.Normal(0, 1).log_prob(p["f_tilde"]).sum()
+            )
             return prior + jnp.sum(k * f - jnp.exp(f) - gammaln(k + 1))
 
         return lj, {"rho": (c.positive, ()), "alpha": (c.positive, ()), "f_tilde": (c.real, (len(x),))}
@@ -209,8 +230,15 @@ def numpyro_density(name: str, data: dict):
 
         def lj(p):
             mu, sigma, theta = p["mu"], p["sigma"], p["theta"]
-            prior = d.HalfNormal(2).log_prob(sigma).sum() + d.Normal(0, 2).log_prob(mu).sum() + d.Beta(5, 5).log_prob(theta)
-            parts = jnp.stack([jnp.log(theta) + d.Normal(mu[0], sigma[0]).log_prob(y), jnp.log1p(-theta) + d.Normal(mu[1], sigma[1]).log_prob(y)])
+            prior = (
+                d.HalfNormal(2).log_prob(sigma).sum() + d.Normal(0, 2).log_prob(mu).sum() + d.Beta(5, 5).log_prob(theta)
+            )
+            parts = jnp.stack(
+                [
+                    jnp.log(theta) + d.Normal(mu[0], sigma[0]).log_prob(y),
+                    jnp.log1p(-theta) + d.Normal(mu[1], sigma[1]).log_prob(y),
+                ]
+            )
             return prior + jax.scipy.special.logsumexp(parts, 0).sum()
 
         return lj, {"mu": (c.ordered_vector, (2,)), "sigma": (c.positive, (2,)), "theta": (c.unit_interval, ())}
@@ -231,8 +259,7 @@ def numpyro_svi(log_joint, sites: dict, start_at: dict, steps: int, lr: float, s
     import jax
     import numpyro
     import numpyro.distributions as d
-    from numpyro.infer import SVI, Trace_ELBO
-    from numpyro.infer import init_to_value
+    from numpyro.infer import SVI, Trace_ELBO, init_to_value
     from numpyro.infer.autoguide import AutoNormal
 
     def model():
@@ -266,8 +293,11 @@ def warm_up_numpyro(lr: float, seed: int) -> None:
     y = jnp.array([0.3, -1.2, 0.8, 1.5])
 
     def log_joint(p):
-        return (d.Normal(0.0, 1.0).log_prob(p["mu"]) + d.HalfNormal(1.0).log_prob(p["sigma"])
-                + d.Normal(p["mu"], p["sigma"]).log_prob(y).sum())
+        return (
+            d.Normal(0.0, 1.0).log_prob(p["mu"])
+            + d.HalfNormal(1.0).log_prob(p["sigma"])
+            + d.Normal(p["mu"], p["sigma"]).log_prob(y).sum()
+        )
 
     numpyro_svi(log_joint, {"mu": (c.real, ()), "sigma": (c.positive, ())}, {"mu": 0.0, "sigma": 1.0}, 1000, lr, seed)
 
@@ -283,8 +313,18 @@ def run_numpyro(entry: pdb.PosteriorDBEntry, steps: int, lr: float, seed: int, r
     Returns (wall, steps, loc, scale), the fit's CPU seconds (all its threads) and the wall time of a
     1-step run of the same fit after it (compiling a model the second time takes about a third as long).
     """
-    command = [sys.executable, __file__, "--numpyro-worker", entry.name, "--steps", str(steps), "--lr", str(lr),
-               "--seed", str(seed)] + (["--root", str(root)] if root else [])
+    command = [
+        sys.executable,
+        __file__,
+        "--numpyro-worker",
+        entry.name,
+        "--steps",
+        str(steps),
+        "--lr",
+        str(lr),
+        "--seed",
+        str(seed),
+    ] + (["--root", str(root)] if root else [])
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"NumPyro worker for {entry.name} failed:\n{done.stderr[-2000:]}")
@@ -305,7 +345,9 @@ def numpyro_worker(args: argparse.Namespace) -> None:
     cpu = time.process_time() - cpu
     # svi.run compiles its whole loop on every call: a 1-step run measures that fixed cost.
     jit = run_numpyro_here(entry, 1, args.lr, args.seed)[0]
-    print(json.dumps({"wall": wall, "cpu": cpu, "steps": steps, "loc": loc.tolist(), "scale": scale.tolist(), "jit": jit}))
+    print(
+        json.dumps({"wall": wall, "cpu": cpu, "steps": steps, "loc": loc.tolist(), "scale": scale.tolist(), "jit": jit})
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -344,14 +386,18 @@ def run_one(name: str, method: str, args: argparse.Namespace) -> Row:
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| posterior | method | wall s (median) | runs: min - max | cpu s | of which JIT s | grad evals | "
-             "max abs mean err / ref sd | sd / ref sd |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| posterior | method | wall s (median) | runs: min - max | cpu s | of which JIT s | grad evals | "
+        "max abs mean err / ref sd | sd / ref sd |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         jit = f"{r.jit_s:.2f}" if r.jit_s else ""
         spread = f"{min(r.wall_runs):.2f} - {max(r.wall_runs):.2f}" if len(r.wall_runs) > 1 else "1 run"
-        lines.append(f"| {r.posterior} | {r.method} | {r.wall_s:.2f} | {spread} | {r.cpu_s:.2f} | {jit} | {r.grad_evals:,} | "
-                     f"{r.max_mean_err:.3f} | {r.sd_ratio_min:.2f} - {r.sd_ratio_max:.2f} |")
+        lines.append(
+            f"| {r.posterior} | {r.method} | {r.wall_s:.2f} | {spread} | {r.cpu_s:.2f} | {jit} | {r.grad_evals:,} | "
+            f"{r.max_mean_err:.3f} | {r.sd_ratio_min:.2f} - {r.sd_ratio_max:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -360,16 +406,20 @@ def target_table(rows: list[Row]) -> str:
     better, in at most a tenth of its wall time (medians; the last column pairs our slowest run with
     NumPyro's fastest)."""
     by = {(r.posterior, r.method): r for r in rows}
-    lines = ["| posterior | max mean err: ours / NumPyro | wall: ours / NumPyro (medians) | slowest ours / fastest NumPyro | met |",
-             "|---|---|---:|---:|---|"]
+    lines = [
+        "| posterior | max mean err: ours / NumPyro | wall: ours / NumPyro (medians) | slowest ours / fastest NumPyro | met |",
+        "|---|---|---:|---:|---|",
+    ]
     for name in dict.fromkeys(r.posterior for r in rows):
         ours, theirs = by.get((name, "ours-meanfield")), by.get((name, "numpyro-AutoNormal"))
         if ours is None or theirs is None:
             continue
         ratio, worst = ours.wall_s / theirs.wall_s, max(ours.wall_runs) / min(theirs.wall_runs)
         met = ours.max_mean_err <= theirs.max_mean_err and ratio <= 0.1
-        lines.append(f"| {name} | {ours.max_mean_err:.3f} / {theirs.max_mean_err:.3f} | {ratio:.1%} | {worst:.1%} | "
-                     f"{'yes' if met else 'no'} |")
+        lines.append(
+            f"| {name} | {ours.max_mean_err:.3f} / {theirs.max_mean_err:.3f} | {ratio:.1%} | {worst:.1%} | "
+            f"{'yes' if met else 'no'} |"
+        )
     return "\n".join(lines)
 
 
@@ -382,11 +432,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--root", default=None, help="posteriordb folder (default: see bench/posteriordb_models.py)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    parser.add_argument("--numpyro-in-process", action="store_true",
-                        help="run NumPyro in this process, in posterior order (its compilation cache then carries over "
-                             "from one posterior to the next), instead of one fresh process per fit")
+    parser.add_argument(
+        "--numpyro-in-process",
+        action="store_true",
+        help="run NumPyro in this process, in posterior order (its compilation cache then carries over "
+        "from one posterior to the next), instead of one fresh process per fit",
+    )
     parser.add_argument("--numpyro-worker", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--repeats", type=int, default=3, help="runs of ours and NumPyro per posterior (median kept; Pyro runs once)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs of ours and NumPyro per posterior (median kept; Pyro runs once)"
+    )
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
@@ -409,8 +464,11 @@ def main() -> None:
             rows.append(run_one(name, method, args))
             r = rows[-1]
             runs = " ".join(f"{w:.2f}" for w in r.wall_runs)
-            print(f"{r.posterior:40s} {r.method:20s} {r.wall_s:8.2f}s ({runs}) cpu {r.cpu_s:7.2f}s (jit {r.jit_s:5.2f}s) "
-                  f"{r.grad_evals:8d} {r.max_mean_err:7.3f} {r.sd_ratio_min:5.2f}-{r.sd_ratio_max:5.2f}", flush=True)
+            print(
+                f"{r.posterior:40s} {r.method:20s} {r.wall_s:8.2f}s ({runs}) cpu {r.cpu_s:7.2f}s (jit {r.jit_s:5.2f}s) "
+                f"{r.grad_evals:8d} {r.max_mean_err:7.3f} {r.sd_ratio_min:5.2f}-{r.sd_ratio_max:5.2f}",
+                flush=True,
+            )
     print()
     print(table(rows))
     print()

@@ -26,6 +26,7 @@ IMG = Path(__file__).resolve().parent / "img"
 # The posteriordb densities are a benchmark fixture, not part of the installed library.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import posteriordb_models as posteriordb  # noqa: E402
+
 VAE_EPOCHS = 20  # brief: the reference preset on 1,500 digits, enough for blurry but legible digits
 POSTERIOR = "eight_schools-eight_schools_noncentered"
 
@@ -36,8 +37,10 @@ def vae_pictures(out: Path) -> list[Path]:
     with tempfile.TemporaryDirectory() as run_dir:  # the run's checkpoints are not part of the docs
         run = vae.train(config, out=run_dir, progress=False, log=lambda msg: None)
     run.model.eval()
-    return [pictures.save_samples(run.model, out / "vae_samples.png", n=32),
-            pictures.save_reconstructions(run.model, run.data.x_test, out / "vae_reconstructions.png", n=16)]
+    return [
+        pictures.save_samples(run.model, out / "vae_samples.png", n=32),
+        pictures.save_reconstructions(run.model, run.data.x_test, out / "vae_reconstructions.png", n=16),
+    ]
 
 
 def vi_pictures(out: Path) -> list[Path]:
@@ -59,8 +62,9 @@ PICTURES = {"vae": vae_pictures, "vi": vi_pictures, "calculus": calculus_picture
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=IMG, help=f"folder for the PNGs (default {IMG})")
-    parser.add_argument("--only", nargs="+", choices=list(PICTURES), default=list(PICTURES),
-                        help="make only these front ends' pictures")
+    parser.add_argument(
+        "--only", nargs="+", choices=list(PICTURES), default=list(PICTURES), help="make only these front ends' pictures"
+    )
     args = parser.parse_args(argv)
     for name in args.only:
         start = time.perf_counter()

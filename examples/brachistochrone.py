@@ -26,8 +26,10 @@ def main() -> None:
     problem = get_problem("brachistochrone")
     for method in ("bvp", "direct"):
         e = solve(problem, method)
-        print(f"{method:6s} T = {e.J:.9f} s  exact {e.exact_J:.9f} s  max|y - cycloid| = {e.max_error:.1e}  "
-              f"status: {e.status}")
+        print(
+            f"{method:6s} T = {e.J:.9f} s  exact {e.exact_J:.9f} s  max|y - cycloid| = {e.max_error:.1e}  "
+            f"status: {e.status}"
+        )
     print(f"straight line: T = {problem.naive_J:.6f} s")
 
     # 3. Picture: the extremal beside the cycloid and the straight line.

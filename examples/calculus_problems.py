@@ -20,10 +20,13 @@ def row(name: str, params: dict, method: str) -> str:
         e = solve(problem, method)
     except VariationalError as err:  # no extremal, or not the kind asked for: the table says which error
         exact = "-" if problem.exact_J is None else f"{problem.exact_J:.9f}"
-        return (f"| {label} | {method} | - | {exact} | - | - | {type(err).__name__} | "
-                f"{time.perf_counter() - start:.2f} |")
-    return (f"| {label} | {method} | {e.J:.9f} | {e.exact_J:.9f} | {e.J_error:.1e} | {e.max_error:.1e} | "
-            f"{e.status} | {time.perf_counter() - start:.2f} |")
+        return (
+            f"| {label} | {method} | - | {exact} | - | - | {type(err).__name__} | {time.perf_counter() - start:.2f} |"
+        )
+    return (
+        f"| {label} | {method} | {e.J:.9f} | {e.exact_J:.9f} | {e.J_error:.1e} | {e.max_error:.1e} | "
+        f"{e.status} | {time.perf_counter() - start:.2f} |"
+    )
 
 
 def main() -> None:

@@ -12,6 +12,6 @@ from variational import diffusion
 run = diffusion.train(diffusion.DiffusionConfig(dataset="digits8", epochs=40), out="runs/diffusion-example")
 model = diffusion.load(run.dir)  # the EMA weights
 
-print(model.nll(run.data.x_test, t_samples=10))   # 10 network calls per image instead of T = 1000
+print(model.nll(run.data.x_test, t_samples=10))  # 10 network calls per image instead of T = 1000
 images = model.sample(16, steps=50, sampler="ddim")  # DDIM in 50 steps
 print("samples:", tuple(images.shape), "in", run.dir / "samples.png", "and", run.dir / "denoising.png")

@@ -23,7 +23,8 @@ def log_joint(p: dict[str, torch.Tensor]) -> torch.Tensor:
         Normal(0.0, 1.0).log_prob(p["theta_trans"]).sum()
         + Normal(theta, sigma).log_prob(y).sum()
         + Normal(0.0, 5.0).log_prob(p["mu"])
-        + Cauchy(0.0, 5.0).log_prob(p["tau"]) + torch.log(torch.tensor(2.0))  # half-Cauchy on tau > 0
+        + Cauchy(0.0, 5.0).log_prob(p["tau"])
+        + torch.log(torch.tensor(2.0))  # half-Cauchy on tau > 0
     )
 
 

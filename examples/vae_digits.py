@@ -1,6 +1,6 @@
 """Train the texts' reference VAE on the embedded digits, then sample and score it from Python.
 
-    python examples/vae_digits.py          # writes runs/example-digits (replaced on each run)
+python examples/vae_digits.py          # writes runs/example-digits (replaced on each run)
 """
 
 import shutil

@@ -39,8 +39,15 @@ from variational.vae import pictures
 from variational.vae.config import VAEConfig, read_config_file
 from variational.vae.trainer import CHECKPOINT, METRICS, WEIGHTS
 
-TINY = {"dataset": "digits8", "hidden": [16], "latent_dim": 2, "epochs": 3, "batch_size": 100, "seed": 3,
-        "binarize": "dynamic"}  # 15 steps an epoch; dynamic binarisation draws from the run's generator too
+TINY = {
+    "dataset": "digits8",
+    "hidden": [16],
+    "latent_dim": 2,
+    "epochs": 3,
+    "batch_size": 100,
+    "seed": 3,
+    "binarize": "dynamic",
+}  # 15 steps an epoch; dynamic binarisation draws from the run's generator too
 STEPS = 15
 
 # The trainer as a separate process, so that it can be killed with SIGKILL. KILL_AT=[epoch, step] kills
@@ -70,8 +77,13 @@ vae.train(vae.VAEConfig(**json.loads(sys.argv[2])), sys.argv[1], progress=False,
 
 def _worker(out: Path, env: dict[str, str], config: dict = TINY) -> subprocess.Popen:
     full = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1", **env}
-    return subprocess.Popen([sys.executable, "-c", WORKER, str(out), json.dumps(config)], env=full,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(out), json.dumps(config)],
+        env=full,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.fixture
@@ -140,8 +152,9 @@ def test_kill_9_then_resume_equals_the_uninterrupted_run(killed, reference, name
     _assert_same_run(out, reference)
 
 
-def test_a_second_writer_and_a_resume_are_refused_and_a_killed_holder_is_taken_over(tmp_path, reference,
-                                                                                    no_pictures, capsys):
+def test_a_second_writer_and_a_resume_are_refused_and_a_killed_holder_is_taken_over(
+    tmp_path, reference, no_pictures, capsys
+):
     out, ready = tmp_path / "run", tmp_path / "ready"
     holder = _worker(out, {"PAUSE_AT": "[1, 0]", "READY": str(ready)})  # epoch 1's checkpoint is written
     try:
@@ -208,10 +221,16 @@ CORRUPTIONS = [
     pytest.param(_flip_a_byte, "does not match its checksum", id="flipped-byte"),
     pytest.param(_cut, "not a readable safetensors file", id="cut"),
     pytest.param(lambda p: _edit_state(p, step=99999), "does not match its checksum", id="edited-state"),
-    pytest.param(lambda p: _edit_state(p, "legacy", epoch=0, step=99999, seen=9999900),
-                 "loop state does not fit .*step 99999 is outside 0..15", id="legacy-step"),
-    pytest.param(lambda p: _edit_state(p, "legacy", epoch=-4), "loop state does not fit .*epoch -4 is negative",
-                 id="legacy-epoch"),
+    pytest.param(
+        lambda p: _edit_state(p, "legacy", epoch=0, step=99999, seen=9999900),
+        "loop state does not fit .*step 99999 is outside 0..15",
+        id="legacy-step",
+    ),
+    pytest.param(
+        lambda p: _edit_state(p, "legacy", epoch=-4),
+        "loop state does not fit .*epoch -4 is negative",
+        id="legacy-epoch",
+    ),
     pytest.param(_nan_weights, r"tensor 'model\..*weight' holds 1 non-finite value", id="nan-weights"),
 ]
 
@@ -230,8 +249,26 @@ def test_a_damaged_checkpoint_is_one_error_naming_file_and_cause(tmp_path, one_e
 
 def test_resume_of_a_finished_run_draws_the_pictures_it_lacks(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["vae", "train", "--dataset", "digits8", "--hidden", "8", "--latent-dim", "2", "--epochs", "1",
-                 "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "vae",
+                "train",
+                "--dataset",
+                "digits8",
+                "--hidden",
+                "8",
+                "--latent-dim",
+                "2",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     for name in ("interpolation.png", "curves.png"):  # as if killed while drawing them
         (out / name).unlink()
     capsys.readouterr()
@@ -246,8 +283,26 @@ def test_a_reported_picture_exists(tmp_path, capsys, monkeypatch):
     # A drawing step that writes nothing (a broken backend): the run lists nothing it did not write.
     monkeypatch.setattr(pictures, "save_all", lambda model, x, y, metrics, out: [out / "samples.png"])
     out = tmp_path / "run"
-    assert main(["vae", "train", "--dataset", "digits8", "--hidden", "8", "--latent-dim", "2", "--epochs", "1",
-                 "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "vae",
+                "train",
+                "--dataset",
+                "digits8",
+                "--hidden",
+                "8",
+                "--latent-dim",
+                "2",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "png" not in capsys.readouterr().out.split("run directory:")[1]
 
 
@@ -261,8 +316,9 @@ def test_eval_refuses_nan_weights_and_never_prints_nan(tmp_path, one_epoch, caps
     assert f"{out / WEIGHTS}: weight '" in captured.err and "non-finite" in captured.err
     # Finite weights so large that the decoder's output overflows: an error too, not "ELBO nan".
     meta, tensors = io.read_metadata(out / WEIGHTS), load_file(str(one_epoch / WEIGHTS))
-    io.save_tensors(out / WEIGHTS, {k: v * 1e30 if k.endswith("weight") else v for k, v in tensors.items()},
-                    metadata=meta)
+    io.save_tensors(
+        out / WEIGHTS, {k: v * 1e30 if k.endswith("weight") else v for k, v in tensors.items()}, metadata=meta
+    )
     assert main(["vae", "eval", str(out), "--iw-samples", "0", "--json"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "cannot be evaluated" in captured.err and "Traceback" not in captured.err
@@ -277,11 +333,36 @@ def test_json_output_is_strict_even_for_a_non_finite_number():
 # --- the config loader under random input ------------------------------------------------------
 
 FIELDS = [f.name for f in dataclasses.fields(VAEConfig)]
-SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(-3, 1000) | st.floats()
-           | st.text(max_size=12) | st.sampled_from(["mlp", "conv", "bernoulli", "gaussian", "static", "dynamic",
-                                                    "none", "cpu", "cuda", "meta", "seed", "reference", "digits"]))
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
-                      | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(-3, 1000)
+    | st.floats()
+    | st.text(max_size=12)
+    | st.sampled_from(
+        [
+            "mlp",
+            "conv",
+            "bernoulli",
+            "gaussian",
+            "static",
+            "dynamic",
+            "none",
+            "cpu",
+            "cuda",
+            "meta",
+            "seed",
+            "reference",
+            "digits",
+        ]
+    )
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
 CONFIGS = st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=8), VALUES, max_size=8)
 # Example budgets keep the module fast; the deadline turns a hang (or a huge allocation) into a failure.
 PROPERTY = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
@@ -306,14 +387,18 @@ def _toml(values: dict) -> str:
 
 
 @PROPERTY
-@given(st.one_of(
-    CONFIGS.map(lambda v: (".json", json.dumps(v).encode())),
-    VALUES.map(lambda v: (".json", json.dumps(v).encode())),
-    CONFIGS.map(lambda v: (".toml", _toml(v).encode())),
-    CONFIGS.map(lambda v: (".toml", ("[vae]\n" + _toml(v)).encode())),
-    st.tuples(st.sampled_from([".json", ".toml", ".yaml"]), st.binary(max_size=200)),
-    st.tuples(st.sampled_from([".json", ".toml"]), st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass"))),
-))
+@given(
+    st.one_of(
+        CONFIGS.map(lambda v: (".json", json.dumps(v).encode())),
+        VALUES.map(lambda v: (".json", json.dumps(v).encode())),
+        CONFIGS.map(lambda v: (".toml", _toml(v).encode())),
+        CONFIGS.map(lambda v: (".toml", ("[vae]\n" + _toml(v)).encode())),
+        st.tuples(st.sampled_from([".json", ".toml", ".yaml"]), st.binary(max_size=200)),
+        st.tuples(
+            st.sampled_from([".json", ".toml"]), st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass"))
+        ),
+    )
+)
 def test_config_files_raise_only_variational_errors(file):
     suffix, content = file
     with tempfile.TemporaryDirectory() as d:

@@ -68,13 +68,17 @@ def test_tile_images_places_each_image_with_white_padding():
     grid = plots.tile_images(images, ncols=2, pad=1)
     w = 1.0  # the padding, and the empty fourth cell, are white; 2.0 is clipped to white
     a, b = 0.25, 0.75
-    expected = np.array([[w, w, w, w, w, w, w],
-                         [w, a, a, w, b, b, w],
-                         [w, a, a, w, b, b, w],
-                         [w, w, w, w, w, w, w],
-                         [w, 1, 1, w, w, w, w],
-                         [w, 1, 1, w, w, w, w],
-                         [w, w, w, w, w, w, w]])
+    expected = np.array(
+        [
+            [w, w, w, w, w, w, w],
+            [w, a, a, w, b, b, w],
+            [w, a, a, w, b, b, w],
+            [w, w, w, w, w, w, w],
+            [w, 1, 1, w, w, w, w],
+            [w, 1, 1, w, w, w, w],
+            [w, w, w, w, w, w, w],
+        ]
+    )
     assert np.array_equal(grid, expected)
 
 
@@ -109,9 +113,16 @@ def test_line_plot_and_scatter_plot_write_pngs_of_their_size(tmp_path):
 def test_curve_comparison_with_and_without_error_panel(tmp_path):
     x = np.linspace(0, 1, 5)
     solution = plots.Line(x, x[None] ** 2, "numeric")
-    fig = plots.curve_comparison(solution, "x", ["y"], "t", exact=plots.Line(x, x[None] ** 2, "exact"),
-                                 error=(x, np.array([0.0, 1e-3, 2e-3, 1e-3, 0.0]), "error"),
-                                 path=tmp_path / "with.png", dpi=90)
+    fig = plots.curve_comparison(
+        solution,
+        "x",
+        ["y"],
+        "t",
+        exact=plots.Line(x, x[None] ** 2, "exact"),
+        error=(x, np.array([0.0, 1e-3, 2e-3, 1e-3, 0.0]), "error"),
+        path=tmp_path / "with.png",
+        dpi=90,
+    )
     assert isinstance(fig, Figure) and png_size(tmp_path / "with.png") == (855, 342)  # 9.5 x 3.8 in at 90 dpi
     # Exact zeros are drawn at the floor of the log scale, the rest as given.
     assert np.array_equal(fig.axes[1].lines[0].get_ydata(), [1e-17, 1e-3, 2e-3, 1e-3, 1e-17])
@@ -124,13 +135,25 @@ def test_marginal_histograms_grid_reference_trace_and_non_finite_draws(tmp_path)
     columns = {f"theta[{i}]": rng.normal(size=500) for i in range(5)}
     columns["theta[4]"][:3] = [np.inf, np.nan, -np.inf]
     reference = {"theta[0]": rng.normal(size=800)}
-    fig = plots.marginal_histograms(columns, "q", "five marginals", reference=reference,
-                                    trace=([-50.0, -10.0, -5.0], "objective"), path=tmp_path / "m.png")
+    fig = plots.marginal_histograms(
+        columns,
+        "q",
+        "five marginals",
+        reference=reference,
+        trace=([-50.0, -10.0, -5.0], "objective"),
+        path=tmp_path / "m.png",
+    )
     # 5 panels and the trace in rows of 4: 2 rows of 3.0 x 2.3 inch panels, at 100 dpi.
     assert isinstance(fig, Figure) and png_size(tmp_path / "m.png") == (1200, 460)
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles[:6] == ["theta[0]", "theta[1]", "theta[2]", "theta[3]",
-                          "theta[4] (3 non-finite not shown)", "objective"]
+    assert titles[:6] == [
+        "theta[0]",
+        "theta[1]",
+        "theta[2]",
+        "theta[3]",
+        "theta[4] (3 non-finite not shown)",
+        "objective",
+    ]
     assert not fig.axes[6].axison and not fig.axes[7].axison  # the two unused cells are blank
     # Densities: each histogram integrates to 1 over its bins, the reference outline too.
     q_bars = fig.axes[0].patches[:40]
@@ -247,8 +270,10 @@ def tiny_vae():
 
 def test_vae_save_all_returns_what_it_wrote(tiny_vae, tmp_path):
     x = torch.rand(5, 28, 28, generator=torch.Generator().manual_seed(0))
-    metrics = [{"epoch": 1, "train_loss": 300.0, "test_elbo": -310.0}, {"epoch": 2, "train_loss": 250.0,
-                                                                          "test_elbo": -260.0}]
+    metrics = [
+        {"epoch": 1, "train_loss": 300.0, "test_elbo": -310.0},
+        {"epoch": 2, "train_loss": 250.0, "test_elbo": -260.0},
+    ]
     tiny_vae.train()
     paths = pictures.save_all(tiny_vae, x, torch.tensor([0, 1, 2, 3, 4]), metrics, tmp_path)
     names = ["samples.png", "reconstructions.png", "latent.png", "interpolation.png", "curves.png"]
@@ -286,12 +311,18 @@ def test_vae_latent_map_above_two_dimensions_is_a_pca_scatter(tmp_path):
 
 def test_vi_marginals_of_a_fitted_posterior(tmp_path):
     y = torch.tensor([2.1, 1.7, 2.6, 1.9])
-    model = vi.Model(lambda p: Normal(0, 10).log_prob(p["mu"]) + Normal(p["mu"], 1).log_prob(y).sum()
-                     + Normal(0, 1).log_prob(p["b"]).sum(),
-                     {"mu": constraints.real, "b": (constraints.real, (2,))}, name="toy")
+    model = vi.Model(
+        lambda p: (
+            Normal(0, 10).log_prob(p["mu"]) + Normal(p["mu"], 1).log_prob(y).sum() + Normal(0, 1).log_prob(p["b"]).sum()
+        ),
+        {"mu": constraints.real, "b": (constraints.real, (2,))},
+        name="toy",
+    )
     post = vi.fit(model, family="meanfield", seed=0)
-    ref = {"mu": torch.randn(1000, generator=torch.Generator().manual_seed(1)) * 0.5 + 2.0,
-           "b": torch.randn(1000, 2, generator=torch.Generator().manual_seed(2))}
+    ref = {
+        "mu": torch.randn(1000, generator=torch.Generator().manual_seed(1)) * 0.5 + 2.0,
+        "b": torch.randn(1000, 2, generator=torch.Generator().manual_seed(2)),
+    }
     assert save_marginals(post, tmp_path / "m.png", n=500, reference=ref) == tmp_path / "m.png"
     # mu, b[0], b[1] and the trace in one row of 4 panels of 3.0 x 2.3 inches, at 100 dpi.
     assert png_size(tmp_path / "m.png") == (1200, 230)
@@ -311,8 +342,15 @@ def test_calculus_extremal_picture_shows_the_pointwise_error(tmp_path):
     problem = get_problem("shortest_path")  # the straight line from (0, 0) to (1, 1)
     x = np.linspace(0.0, 1.0, 11)
     bump = 1e-3 * np.sin(np.pi * x)
-    ext = Extremal(x=x, y=(x + bump)[None], J=math.sqrt(2) + 1e-6, status="minimum", method="bvp",
-                   functions=("y",), max_error=float(bump.max()))
+    ext = Extremal(
+        x=x,
+        y=(x + bump)[None],
+        J=math.sqrt(2) + 1e-6,
+        status="minimum",
+        method="bvp",
+        functions=("y",),
+        max_error=float(bump.max()),
+    )
     assert plot_extremal(ext, problem, tmp_path / "e.png") == tmp_path / "e.png"
     assert png_size(tmp_path / "e.png") == (855, 342)  # 9.5 x 3.8 inches at the default 90 dpi
     fig = extremal_figure(ext, problem)

@@ -6,11 +6,12 @@ Packages export their API this way so that `variational --help` loads neither to
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 
-def lazy_exports(package: str, home: dict[str, str],
-                 submodules: tuple[str, ...] = ()) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
+def lazy_exports(
+    package: str, home: dict[str, str], submodules: tuple[str, ...] = ()
+) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
     """(__getattr__, __dir__) for `package`: `home` maps each exported name to its submodule."""
     names = sorted([*home, *submodules])
 

@@ -202,8 +202,9 @@ def load_tensors(path: str | os.PathLike, device: Any = "cpu") -> dict:
     else:
         raise CheckpointError(f"{path}: no checksum in its metadata: not a file written by variational")
     if expected != actual:
-        raise CheckpointError(f"{path}: the data or metadata does not match its checksum: the file is damaged "
-                              "or was edited")
+        raise CheckpointError(
+            f"{path}: the data or metadata does not match its checksum: the file is damaged or was edited"
+        )
     return {k: v.to(device) for k, v in tensors.items()}
 
 
@@ -214,8 +215,10 @@ def require_finite(tensors: dict, path: str | os.PathLike, what: str = "tensor")
     for name, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             bad = int((~torch.isfinite(t)).sum())
-            raise CheckpointError(f"{path}: {what} {name!r} holds {bad} non-finite value(s) (NaN or infinity); "
-                                  "the file cannot give a trustworthy model")
+            raise CheckpointError(
+                f"{path}: {what} {name!r} holds {bad} non-finite value(s) (NaN or infinity); "
+                "the file cannot give a trustworthy model"
+            )
 
 
 def _existing(path: str | os.PathLike) -> Path:

@@ -28,14 +28,26 @@ import numpy as np
 from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.figure import Figure
 
-from variational.io import atomic_write
 from variational.errors import ConfigError, DataError
+from variational.io import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-__all__ = ["DPI", "MAX_PANELS", "Line", "curve_comparison", "image_grid", "line_plot", "marginal_histograms", "new_figure",
-           "save", "save_image_grid", "scatter_plot", "tile_images"]
+__all__ = [
+    "DPI",
+    "MAX_PANELS",
+    "Line",
+    "curve_comparison",
+    "image_grid",
+    "line_plot",
+    "marginal_histograms",
+    "new_figure",
+    "save",
+    "save_image_grid",
+    "scatter_plot",
+    "tile_images",
+]
 
 DPI = 100  # pixels per inch of every written picture: a 5.5 x 3.6 inch figure is 550 x 360 pixels
 MAX_PANELS = 24  # beyond this a grid of histograms stops being readable
@@ -57,8 +69,10 @@ def save(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
     fmt = path.suffix[1:].lower() or "png"
     supported = FigureCanvasBase.get_supported_filetypes()
     if fmt not in supported:
-        raise ConfigError(f"cannot write a picture as {path.name!r}: unknown format {fmt!r}; "
-                          f"use one of {', '.join(sorted(supported))}")
+        raise ConfigError(
+            f"cannot write a picture as {path.name!r}: unknown format {fmt!r}; "
+            f"use one of {', '.join(sorted(supported))}"
+        )
     # The temporary file's own suffix is .tmp, so the format is passed, not inferred. An unwritable
     # path is an OutputError from atomic_write.
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
@@ -93,12 +107,17 @@ def tile_images(images: np.ndarray, ncols: int | None = None, pad: int = 1) -> n
     for i, img in enumerate(images):
         r, c = divmod(i, ncols)
         top, left = pad + r * (h + pad), pad + c * (w + pad)
-        grid[top:top + h, left:left + w] = np.clip(img, 0.0, 1.0)
+        grid[top : top + h, left : left + w] = np.clip(img, 0.0, 1.0)
     return grid
 
 
-def image_grid(images: np.ndarray, ncols: int | None = None, title: str | None = None, scale: float = 0.5,
-               path: str | Path | None = None) -> Figure:
+def image_grid(
+    images: np.ndarray,
+    ncols: int | None = None,
+    title: str | None = None,
+    scale: float = 0.5,
+    path: str | Path | None = None,
+) -> Figure:
     """Greyscale images (0 black, 1 white) tiled in a grid, `scale` inches per 10 grid pixels.
 
     The grid fills the figure's width (at least 2 inches) edge to edge, with a 0.4 inch band above
@@ -117,8 +136,9 @@ def image_grid(images: np.ndarray, ncols: int | None = None, title: str | None =
     return _finish(fig, path)
 
 
-def save_image_grid(path: str | Path, images: np.ndarray, ncols: int | None = None, title: str | None = None,
-                    scale: float = 0.5) -> Path:
+def save_image_grid(
+    path: str | Path, images: np.ndarray, ncols: int | None = None, title: str | None = None, scale: float = 0.5
+) -> Path:
     """`image_grid` written to `path`; returns the path."""
     image_grid(images, ncols, title, scale, path=path)
     return Path(path)
@@ -127,8 +147,13 @@ def save_image_grid(path: str | Path, images: np.ndarray, ncols: int | None = No
 # ---------------------------------------------------------------- lines and points
 
 
-def line_plot(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str,
-              title: str | None = None, path: str | Path | None = None) -> Figure:
+def line_plot(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    xlabel: str,
+    ylabel: str,
+    title: str | None = None,
+    path: str | Path | None = None,
+) -> Figure:
     """Named (x, y) series as lines with markers, e.g. train and test loss per epoch."""
     fig, axes = new_figure(5.5, 3.6)
     ax = axes[0, 0]
@@ -143,8 +168,14 @@ def line_plot(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], xla
     return _finish(fig, path)
 
 
-def scatter_plot(points: np.ndarray, labels: np.ndarray | None, xlabel: str, ylabel: str,
-                 title: str | None = None, path: str | Path | None = None) -> Figure:
+def scatter_plot(
+    points: np.ndarray,
+    labels: np.ndarray | None,
+    xlabel: str,
+    ylabel: str,
+    title: str | None = None,
+    path: str | Path | None = None,
+) -> Figure:
     """2-D points, coloured by their integer label 0-9 when labels are given."""
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] != 2:
@@ -155,8 +186,9 @@ def scatter_plot(points: np.ndarray, labels: np.ndarray | None, xlabel: str, yla
     if labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.6)
     else:
-        sc = ax.scatter(points[:, 0], points[:, 1], c=np.asarray(labels), cmap="tab10", s=4, alpha=0.7,
-                        vmin=-0.5, vmax=9.5)
+        sc = ax.scatter(
+            points[:, 0], points[:, 1], c=np.asarray(labels), cmap="tab10", s=4, alpha=0.7, vmin=-0.5, vmax=9.5
+        )
         fig.colorbar(sc, ax=ax, ticks=range(10), label="label")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -174,16 +206,24 @@ class Line:
     label: str
 
 
-def curve_comparison(solution: Line, variable: str, functions: Sequence[str], title: str,
-                     exact: Line | None = None, comparison: Line | None = None,
-                     error: tuple[np.ndarray, np.ndarray, str] | None = None,
-                     path: str | Path | None = None, dpi: int = DPI) -> Figure:
+def curve_comparison(
+    solution: Line,
+    variable: str,
+    functions: Sequence[str],
+    title: str,
+    exact: Line | None = None,
+    comparison: Line | None = None,
+    error: tuple[np.ndarray, np.ndarray, str] | None = None,
+    path: str | Path | None = None,
+    dpi: int = DPI,
+) -> Figure:
     """A computed curve beside the exact one (dashed) and a comparison path (dotted).
 
     `error`: optional (x, |computed - exact|, title), drawn on a log scale in a narrower panel.
     """
-    fig, axes = new_figure(9.5 if error else 5.5, 3.8, 1, 2 if error else 1,
-                           gridspec_kw={"width_ratios": [2, 1]} if error else None)
+    fig, axes = new_figure(
+        9.5 if error else 5.5, 3.8, 1, 2 if error else 1, gridspec_kw={"width_ratios": [2, 1]} if error else None
+    )
     ax = axes[0, 0]
     styles = ({"lw": 2.2, "color": "C0"}, {"ls": "--", "lw": 1.4, "color": "k"}, {"ls": ":", "lw": 1.6, "color": "C3"})
     for line, style in zip((solution, exact, comparison), styles):
@@ -208,10 +248,14 @@ def curve_comparison(solution: Line, variable: str, functions: Sequence[str], ti
 # ---------------------------------------------------------------- distributions
 
 
-def marginal_histograms(columns: Mapping[str, np.ndarray], label: str, title: str,
-                        reference: Mapping[str, np.ndarray] | None = None,
-                        trace: tuple[Sequence[float], str] | None = None,
-                        path: str | Path | None = None) -> Figure:
+def marginal_histograms(
+    columns: Mapping[str, np.ndarray],
+    label: str,
+    title: str,
+    reference: Mapping[str, np.ndarray] | None = None,
+    trace: tuple[Sequence[float], str] | None = None,
+    path: str | Path | None = None,
+) -> Figure:
     """One histogram panel per named 1-D sample (the first MAX_PANELS, as the title then says), reference
     draws as outlines.
 
@@ -235,8 +279,9 @@ def marginal_histograms(columns: Mapping[str, np.ndarray], label: str, title: st
     for ax in spare:
         ax.set_axis_off()
     # The legend goes into a spare cell where there is one, so it hides no bars.
-    (spare[0] if spare else axes.flat[0]).legend(*axes.flat[0].get_legend_handles_labels(),
-                                                 fontsize=9 if spare else 7, loc="center" if spare else "best")
+    (spare[0] if spare else axes.flat[0]).legend(
+        *axes.flat[0].get_legend_handles_labels(), fontsize=9 if spare else 7, loc="center" if spare else "best"
+    )
     shown = f" (the first {len(names)} of {len(columns)} elements)" if len(names) < len(columns) else ""
     fig.suptitle(title + shown, fontsize=10)
     return _finish(fig, path)
@@ -265,7 +310,11 @@ def _trace_panel(ax: Axes, trace: Sequence[float], title: str) -> None:
         # The first steps' objective can be orders of magnitude off; clipping at the 5% quantile
         # keeps the scale on the part worth reading. Non-finite values are left as gaps.
         lo = np.quantile(finite, 0.05) if finite.size > 20 else finite.min()
-        ax.plot(np.arange(1, trace.size + 1), np.where(np.isfinite(trace), np.maximum(trace, lo), np.nan),
-                lw=0.8, color="tab:green")
+        ax.plot(
+            np.arange(1, trace.size + 1),
+            np.where(np.isfinite(trace), np.maximum(trace, lo), np.nan),
+            lw=0.8,
+            color="tab:green",
+        )
     ax.set_title(title, fontsize=9)
     ax.tick_params(labelsize=7)

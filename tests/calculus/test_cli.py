@@ -28,8 +28,9 @@ def test_euler_lagrange_json_with_constraint_and_several_variables(capsys):
     record = json.loads(out)
     assert code == 0 and "lambda_1" in record["lagrangian"]
     assert record["solved"] == {"Derivative(y(x), (x, 2))": "(Derivative(y(x), x)**2 + 1)/(lambda_1 + y(x))"}
-    code, out, _ = run(capsys, "euler-lagrange", "u_x^2 + u_t^2", "--function", "u", "--variable", "x",
-                       "--variable", "t")
+    code, out, _ = run(
+        capsys, "euler-lagrange", "u_x^2 + u_t^2", "--function", "u", "--variable", "x", "--variable", "t"
+    )
     assert code == 0 and "u_tt" in out and "u_xx" in out
 
 
@@ -50,19 +51,24 @@ def test_solve_text_with_plot(capsys, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size < 150_000
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["solve", "catenoid", "--param", "h=0.7"], "Goldschmidt"),
-    (["solve", "harmonic_oscillator", "--param", "T=4", "--method", "direct"], "saddle"),
-    (["solve", "dido", "--param", "length"], "NAME=VALUE"),
-    (["solve", "dido", "--param", "size=3"], "no parameter"),
-    (["euler-lagrange", "x**2"], "none of the unknown functions"),
-    (["euler-lagrange", "sqrt(1 + y'"], "cannot parse"),
-    (["euler-lagrange", "y'^2", "--constraint", "y=abc+"], "--constraint 'y=abc+': VALUE: cannot parse 'abc+'"),
-    (["euler-lagrange", "y'^2", "--constraint", "y=2*x"], "must be a constant"),
-    (["euler-lagrange", "y'^2", "--variable", "y", "--function", "y"],
-     "--function/--variable: ['y'] named both as an unknown function and as an independent variable"),
-    (["solve", "brachistochrone", "--param", "x1=0.00001"], "x1/|y1| = 5e-06 (x1=1e-05, y1=-2) is below 0.01"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["solve", "catenoid", "--param", "h=0.7"], "Goldschmidt"),
+        (["solve", "harmonic_oscillator", "--param", "T=4", "--method", "direct"], "saddle"),
+        (["solve", "dido", "--param", "length"], "NAME=VALUE"),
+        (["solve", "dido", "--param", "size=3"], "no parameter"),
+        (["euler-lagrange", "x**2"], "none of the unknown functions"),
+        (["euler-lagrange", "sqrt(1 + y'"], "cannot parse"),
+        (["euler-lagrange", "y'^2", "--constraint", "y=abc+"], "--constraint 'y=abc+': VALUE: cannot parse 'abc+'"),
+        (["euler-lagrange", "y'^2", "--constraint", "y=2*x"], "must be a constant"),
+        (
+            ["euler-lagrange", "y'^2", "--variable", "y", "--function", "y"],
+            "--function/--variable: ['y'] named both as an unknown function and as an independent variable",
+        ),
+        (["solve", "brachistochrone", "--param", "x1=0.00001"], "x1/|y1| = 5e-06 (x1=1e-05, y1=-2) is below 0.01"),
+    ],
+)
 def test_user_errors_exit_2_with_one_line(capsys, argv, message):
     code, _, err = run(capsys, *argv)
     assert code == 2 and message in err and err.count("\n") == 1
@@ -88,8 +94,9 @@ def test_euler_lagrange_never_runs_the_text(capsys, tmp_path):
 # Your own problem on the command line: solve_bvp runs at tol 1e-6 with cubic collocation, so J and the curve
 # agree with the closed forms to ~1e-8 (measured); 1e-6 leaves room and still fails a factor-2 error anywhere.
 def test_solve_own_lagrangian_matches_the_exact_extremal(capsys):
-    code, out, _ = run(capsys, "solve", "--lagrangian", "y'^2 + y^2", "--interval", "0", "1", "--left", "0",
-                       "--right", "1", "--json")
+    code, out, _ = run(
+        capsys, "solve", "--lagrangian", "y'^2 + y^2", "--interval", "0", "1", "--left", "0", "--right", "1", "--json"
+    )
     record = json.loads(out)
     assert code == 0 and record["status"] == "minimum" and record["lagrangian"] == "y'^2 + y^2"
     x, y = np.array(record["x"]), np.array(record["y"][0])
@@ -103,9 +110,30 @@ def test_solve_own_isoperimetric_problem_dido_by_hand(capsys, tmp_path):
     th = brentq(lambda t: math.sin(t) / t - 2 / 2.5, 1e-6, math.pi / 2)
     R = 1 / math.sin(th)
     png = tmp_path / "dido.png"
-    code, out, _ = run(capsys, "solve", "--lagrangian", "y", "--constraint", "sqrt(1+y'^2)=2.5", "--sense", "max",
-                       "--interval", "-1", "1", "--left", "0", "--right", "0", "--guess", "0.6*(1-x^2)",
-                       "--multiplier-guess", "-1", "--json", "--plot", str(png))
+    code, out, _ = run(
+        capsys,
+        "solve",
+        "--lagrangian",
+        "y",
+        "--constraint",
+        "sqrt(1+y'^2)=2.5",
+        "--sense",
+        "max",
+        "--interval",
+        "-1",
+        "1",
+        "--left",
+        "0",
+        "--right",
+        "0",
+        "--guess",
+        "0.6*(1-x^2)",
+        "--multiplier-guess",
+        "-1",
+        "--json",
+        "--plot",
+        str(png),
+    )
     record = json.loads(out)
     assert code == 0 and record["status"] == "maximum" and record["sense"] == "max"
     assert abs(record["J"] - R * R * (th - math.sin(th) * math.cos(th))) < 1e-6  # the circular segment's area
@@ -114,45 +142,122 @@ def test_solve_own_isoperimetric_problem_dido_by_hand(capsys, tmp_path):
     assert np.max(np.abs(np.hypot(x, y + R * math.cos(th)) - R)) < 1e-6  # every point on the circle
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # From the straight line (length 2, not 2.5) solve_bvp's Jacobian is singular: the message says what to pass.
-    code, _, err = run(capsys, "solve", "--lagrangian", "y", "--constraint", "sqrt(1+y'^2)=2.5", "--sense", "max",
-                       "--interval", "-1", "1", "--left", "0", "--right", "0")
+    code, _, err = run(
+        capsys,
+        "solve",
+        "--lagrangian",
+        "y",
+        "--constraint",
+        "sqrt(1+y'^2)=2.5",
+        "--sense",
+        "max",
+        "--interval",
+        "-1",
+        "1",
+        "--left",
+        "0",
+        "--right",
+        "0",
+    )
     assert code == 2 and "singular Jacobian" in err and "pass --guess EXPR" in err and err.count("\n") == 1
 
 
 def test_solve_own_problem_text_with_free_end_parameters_and_named_variables(capsys):
     # min integral y'^2/2 + y on [0, 1], y(0) = 0, y(1) free: y = x^2/2 - x, J = -1/6.
-    code, out, _ = run(capsys, "solve", "--lagrangian", "y'^2/2 + c*y", "--param", "c=1", "--interval", "0", "1",
-                       "--left", "0", "--right", "free")
+    code, out, _ = run(
+        capsys,
+        "solve",
+        "--lagrangian",
+        "y'^2/2 + c*y",
+        "--param",
+        "c=1",
+        "--interval",
+        "0",
+        "1",
+        "--left",
+        "0",
+        "--right",
+        "free",
+    )
     assert code == 0 and "J        -0.166666666" in out and "(c=1)" in out
     # Hamilton's principle for q'' = -4 q on [0, 1], q(0) = 1, q(1) = 0, with w = 2: the classical action
     # J = w ((x0^2 + x1^2) cos(w T) - 2 x0 x1) / (2 sin(w T)) = cos(2) / sin(2) (Feynman and Hibbs, eq. 3-59).
-    code, out, _ = run(capsys, "solve", "--lagrangian", "m*q'^2/2 - k*q^2/2", "--param", "m=1", "--param", "k=4",
-                       "--function", "q", "--variable", "t", "--interval", "0", "1", "--left", "1", "--right", "0",
-                       "--json")
+    code, out, _ = run(
+        capsys,
+        "solve",
+        "--lagrangian",
+        "m*q'^2/2 - k*q^2/2",
+        "--param",
+        "m=1",
+        "--param",
+        "k=4",
+        "--function",
+        "q",
+        "--variable",
+        "t",
+        "--interval",
+        "0",
+        "1",
+        "--left",
+        "1",
+        "--right",
+        "0",
+        "--json",
+    )
     assert code == 0 and abs(json.loads(out)["J"] - math.cos(2) / math.sin(2)) < 1e-6
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["solve", "dido", "--lagrangian", "y"], "give either a PROBLEM name ('dido') or --lagrangian, not both"),
-    (["solve"], "give a PROBLEM name"),
-    (["solve", "--lagrangian", "y'^2", "--interval", "0", "1"], "--lagrangian: also give --left, --right"),
-    (["solve", "--lagrangian", "y'^2", "--interval", "0", "1", "--left", "0", "--left", "1", "--right", "1"],
-     "--left: give one per unknown function ['y']"),
-    (["solve", "--lagrangian", "y'^2", "--interval", "0", "b", "--left", "0", "--right", "1"],
-     "--interval: 'b' uses ['b'], which have no value"),
-    (["solve", "--lagrangian", "y'^2", "--interval", "1", "0", "--left", "0", "--right", "1"], "need finite a < b"),
-    (["solve", "--lagrangian", "y'^2", "--interval", "0", "1", "--left", "0", "--right", "1", "--guess", "x*z"],
-     "--guess: 'x*z' may only depend on x, but uses ['z']"),
-    (["solve", "--lagrangian", "y'^2", "--interval", "0", "1", "--left", "0", "--right", "1", "--param", "k=2"],
-     "--param: the Lagrangian and constraints have no parameter ['k']"),
-    (["solve", "--lagrangian", "y'^2 + k*y", "--interval", "0", "1", "--left", "0", "--right", "1"],
-     "parameters: ['k'] have no value"),
-    (["solve", "--lagrangian", "y'^2", "--interval", "0", "1", "--left", "0", "--right", "1",
-      "--multiplier-guess", "1"], "--multiplier-guess: 0 constraint(s) need as many values, got 1"),
-    (["solve", "brachistochrone", "--interval", "0", "1"], "--interval: only for your own problem"),
-    (["solve", "--lagrangian", "y'^2 - y^2", "--interval", "0", "2*pi", "--left", "0", "--right", "1"],
-     "no smooth extremal with these end values"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["solve", "dido", "--lagrangian", "y"], "give either a PROBLEM name ('dido') or --lagrangian, not both"),
+        (["solve"], "give a PROBLEM name"),
+        (["solve", "--lagrangian", "y'^2", "--interval", "0", "1"], "--lagrangian: also give --left, --right"),
+        (
+            ["solve", "--lagrangian", "y'^2", "--interval", "0", "1", "--left", "0", "--left", "1", "--right", "1"],
+            "--left: give one per unknown function ['y']",
+        ),
+        (
+            ["solve", "--lagrangian", "y'^2", "--interval", "0", "b", "--left", "0", "--right", "1"],
+            "--interval: 'b' uses ['b'], which have no value",
+        ),
+        (["solve", "--lagrangian", "y'^2", "--interval", "1", "0", "--left", "0", "--right", "1"], "need finite a < b"),
+        (
+            ["solve", "--lagrangian", "y'^2", "--interval", "0", "1", "--left", "0", "--right", "1", "--guess", "x*z"],
+            "--guess: 'x*z' may only depend on x, but uses ['z']",
+        ),
+        (
+            ["solve", "--lagrangian", "y'^2", "--interval", "0", "1", "--left", "0", "--right", "1", "--param", "k=2"],
+            "--param: the Lagrangian and constraints have no parameter ['k']",
+        ),
+        (
+            ["solve", "--lagrangian", "y'^2 + k*y", "--interval", "0", "1", "--left", "0", "--right", "1"],
+            "parameters: ['k'] have no value",
+        ),
+        (
+            [
+                "solve",
+                "--lagrangian",
+                "y'^2",
+                "--interval",
+                "0",
+                "1",
+                "--left",
+                "0",
+                "--right",
+                "1",
+                "--multiplier-guess",
+                "1",
+            ],
+            "--multiplier-guess: 0 constraint(s) need as many values, got 1",
+        ),
+        (["solve", "brachistochrone", "--interval", "0", "1"], "--interval: only for your own problem"),
+        (
+            ["solve", "--lagrangian", "y'^2 - y^2", "--interval", "0", "2*pi", "--left", "0", "--right", "1"],
+            "no smooth extremal with these end values",
+        ),
+    ],
+)
 def test_own_problem_errors_exit_2_with_one_line(capsys, argv, message):
     code, _, err = run(capsys, *argv)
     assert code == 2 and message in err and err.count("\n") == 1

@@ -5,8 +5,20 @@ import importlib
 
 import pytest
 
-MODULES = ["__init__", "bvp", "direct", "extremal", "functional", "numeric", "parse", "problem", "problems",
-           "second_variation", "solver", "verify"]
+MODULES = [
+    "__init__",
+    "bvp",
+    "direct",
+    "extremal",
+    "functional",
+    "numeric",
+    "parse",
+    "problem",
+    "problems",
+    "second_variation",
+    "solver",
+    "verify",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

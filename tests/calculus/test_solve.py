@@ -70,8 +70,10 @@ def test_every_problem_by_bvp_matches_its_exact_solution(name):
         assert (e.J < p.naive_J) if p.sense == "min" else (e.J > p.naive_J)
 
 
-@pytest.mark.parametrize("name, status", [("shortest_path", "minimum"), ("catenary", "minimum"),
-                                          ("sphere_geodesic", "minimum"), ("dido", "maximum")])
+@pytest.mark.parametrize(
+    "name, status",
+    [("shortest_path", "minimum"), ("catenary", "minimum"), ("sphere_geodesic", "minimum"), ("dido", "maximum")],
+)
 def test_direct_method_matches_exact_solution(name, status, device):
     p = get_problem(name)
     e = solve(p, "direct", device=device)
@@ -99,8 +101,11 @@ def test_harmonic_oscillator_beyond_half_period_is_a_saddle():
     # exactly); the Jacobi ODE at rtol 1e-6 adds ~1e-9 (measured).
     assert e.second_variation.conjugate_point == pytest.approx(math.pi + 4e-6, abs=1e-7)
     # The explanation comes from the stationary path (solve_bvp's), not from the straight starting line.
-    with pytest.raises(NotAMinimumError, match=r"along the stationary path found by solve_bvp: conjugate point "
-                                               r"at t=3.1416"):
+    with pytest.raises(
+        NotAMinimumError,
+        match=r"along the stationary path found by solve_bvp: conjugate point "
+        r"at t=3.1416",
+    ):
         solve(get_problem("harmonic_oscillator", T=4.0), "direct")
 
 
@@ -155,16 +160,17 @@ def test_natural_boundary_condition_and_several_functions():
     # are nodally exact for y'' = const in 1D), so its J exceeds -1/6 by exactly h^2/24: -h^2/24 from the slopes
     # and +h^2/12 from the chords lying above the convex parabola. Both are met to rounding (measured 1e-16).
     f = Functional(y.diff(x) ** 2 / 2 + y, y, x)
-    for method, J in (("bvp", -1 / 6), ("direct", -1 / 6 + 0.01 ** 2 / 24)):
+    for method, J in (("bvp", -1 / 6), ("direct", -1 / 6 + 0.01**2 / 24)):
         e = solve_functional(f, (0.0, 1.0), [0.0], [None], method=method, direct=DirectConfig(nodes=101))
         assert e.J == pytest.approx(J, abs=1e-12)
-        assert np.max(np.abs(e.y[0] - (e.x ** 2 / 2 - e.x))) < 1e-12
+        assert np.max(np.abs(e.y[0] - (e.x**2 / 2 - e.x))) < 1e-12
     # A straight line in space from (0, 0, 0) to (1, 1, 2): length sqrt(6).
     line = Functional(sp.sqrt(1 + y.diff(x) ** 2 + z.diff(x) ** 2), [y, z], x)
-    guess = lambda t: np.array([t ** 2, 2 * t ** 3])  # noqa: E731
+    guess = lambda t: np.array([t**2, 2 * t**3])  # noqa: E731
     for method in ("bvp", "direct"):
-        e = solve_functional(line, (0.0, 1.0), [0.0, 0.0], [1.0, 2.0], guess=guess, method=method,
-                             direct=DirectConfig(nodes=51))
+        e = solve_functional(
+            line, (0.0, 1.0), [0.0, 0.0], [1.0, 2.0], guess=guess, method=method, direct=DirectConfig(nodes=51)
+        )
         assert e.J == pytest.approx(math.sqrt(6), abs=1e-9)
         assert np.max(np.abs(e.y - np.array([e.x, 2 * e.x]))) < 1e-6
         assert e.status == "minimum"
@@ -173,8 +179,11 @@ def test_natural_boundary_condition_and_several_functions():
 def test_direct_method_refuses_an_unconverged_curve():
     # 3 L-BFGS iterations leave the brachistochrone far from the cycloid (J = 1.066 vs 1.003, curve error
     # 0.42): L-BFGS stopping on its own is no convergence; the gradient test must refuse the curve.
-    with pytest.raises(SolveError, match=r"did not converge: \d L-BFGS iterations \(max_iter=3\) left "
-                                         r"max\|grad\| = ") as info:
+    with pytest.raises(
+        SolveError,
+        match=r"did not converge: \d L-BFGS iterations \(max_iter=3\) left "
+        r"max\|grad\| = ",
+    ) as info:
         solve(get_problem("brachistochrone"), "direct", direct=DirectConfig(nodes=101, max_iter=3, round_iter=3))
     grad = float(str(info.value).split("max|grad| = ")[1].split()[0])
     assert grad > 1e-3  # measured 0.0497, against converged runs' ~1e-10
@@ -192,6 +201,7 @@ def test_large_direct_problems_skip_the_dense_hessian(monkeypatch):
         if z.numel() > direct._DENSE_LIMIT:
             raise AssertionError("dense Hessian formed above the size cap")
         return hessian(f, z, **kwargs)
+
     monkeypatch.setattr(torch.autograd.functional, "hessian", small_hessians_only)
     p = get_problem("harmonic_oscillator")  # T = 2 < pi: a minimum
     e = solve(p, "direct", direct=DirectConfig(nodes=direct._DENSE_LIMIT + 201))
@@ -205,9 +215,12 @@ def test_isoperimetric_conjugate_point_near_the_start_is_found():
     # scaling x by k/2 maps it to k = 2, so its first conjugate point is c2 / 100 = 0.0230, at 0.73% of the
     # interval, where a test that skips the first 1% would report a later sign change instead.
     def D(c):  # k = 2 (see the test above)
-        return -c * c * math.cos(2 * c) / 4 + c * math.sin(2 * c) / 16 - math.cos(2 * c) ** 3 / 32 + math.cos(2 * c) / 32
+        return (
+            -c * c * math.cos(2 * c) / 4 + c * math.sin(2 * c) / 16 - math.cos(2 * c) ** 3 / 32 + math.cos(2 * c) / 32
+        )
+
     k, amp = 200, math.sqrt(2 / math.pi)
-    f = Functional(y.diff(x) ** 2, y, x).with_constraint(y ** 2, 1, "lam")
+    f = Functional(y.diff(x) ** 2, y, x).with_constraint(y**2, 1, "lam")
     curve = lambda t: (amp * np.sin(k * np.atleast_2d(t)), amp * k * np.cos(k * np.atleast_2d(t)))  # noqa: E731
     sv = check_second_variation(f, curve, (0.0, math.pi), "min", multipliers=(-k * k,))
     assert sv.verdict == "saddle"
@@ -234,17 +247,27 @@ def test_a_failed_solve_is_an_error_not_a_curve():
         solve_functional(Functional(sp.Symbol("k") * y.diff(x) ** 2, y, x), (0, 1), [0.0], [1.0])
 
 
-@pytest.mark.parametrize("build, message", [
-    (lambda: BVPConfig(tol=0), "tol"), (lambda: DirectConfig(nodes=2), "nodes"),
-    (lambda: get_problem("dido", length=4.0), "length"), (lambda: get_problem("catenary", length=1.0), "span"),
-    (lambda: get_problem("brachistochrone", y1=1.0), "y1"), (lambda: get_problem("nope"), "unknown problem"),
-    (lambda: get_problem("catenoid", radius=1.0), "no parameter"), (lambda: solve(get_problem("dido"), "newton"),
-                                                                    "method"),
-    (lambda: Problem("p", Functional(y.diff(x) ** 2, y, x), (1.0, 0.0), ((0.0,),), ((1.0,),), np.zeros_like),
-     "interval"),
-    (lambda: Problem("p", Functional(y.diff(x) ** 2, y, x), (0.0, 1.0), ((0.0, 1.0),), ((1.0,),), np.zeros_like),
-     "order 1"),
-])
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: BVPConfig(tol=0), "tol"),
+        (lambda: DirectConfig(nodes=2), "nodes"),
+        (lambda: get_problem("dido", length=4.0), "length"),
+        (lambda: get_problem("catenary", length=1.0), "span"),
+        (lambda: get_problem("brachistochrone", y1=1.0), "y1"),
+        (lambda: get_problem("nope"), "unknown problem"),
+        (lambda: get_problem("catenoid", radius=1.0), "no parameter"),
+        (lambda: solve(get_problem("dido"), "newton"), "method"),
+        (
+            lambda: Problem("p", Functional(y.diff(x) ** 2, y, x), (1.0, 0.0), ((0.0,),), ((1.0,),), np.zeros_like),
+            "interval",
+        ),
+        (
+            lambda: Problem("p", Functional(y.diff(x) ** 2, y, x), (0.0, 1.0), ((0.0, 1.0),), ((1.0,),), np.zeros_like),
+            "order 1",
+        ),
+    ],
+)
 def test_bad_input_raises_value_error_naming_the_field(build, message):
     with pytest.raises(ConfigError, match=message):
         build()
@@ -267,7 +290,7 @@ def test_isoperimetric_jacobi_test_separates_minimum_from_saddles():
     # min integral y'^2 s.t. integral y^2 = 1 on [0, pi], y(0) = y(pi) = 0: extremals sqrt(2/pi) sin(k x) with
     # J = k^2. k = 1 is the minimum; k = 2 is a saddle whose conjugate point is the root near 2.3 of
     # D(c) = -c^2 cos(2c)/4 + c sin(2c)/16 - cos(2c)^3/32 + cos(2c)/32 (u = sin 2x / 2, v = x cos 2x - sin 2x / 2).
-    f = Functional(y.diff(x) ** 2, y, x).with_constraint(y ** 2, 1, "lam")
+    f = Functional(y.diff(x) ** 2, y, x).with_constraint(y**2, 1, "lam")
     amp = math.sqrt(2 / math.pi)
     verdicts = {}
     for k in (1, 2):
@@ -276,21 +299,27 @@ def test_isoperimetric_jacobi_test_separates_minimum_from_saddles():
         assert e.J == pytest.approx(k * k, abs=1e-6) and e.multipliers["lam"] == pytest.approx(-k * k, abs=1e-6)
         verdicts[k] = e.second_variation
     assert verdicts[1].verdict == "minimum"
+
     def D(c):
-        return -c * c * math.cos(2 * c) / 4 + c * math.sin(2 * c) / 16 - math.cos(2 * c) ** 3 / 32 + math.cos(2 * c) / 32
+        return (
+            -c * c * math.cos(2 * c) / 4 + c * math.sin(2 * c) / 16 - math.cos(2 * c) ** 3 / 32 + math.cos(2 * c) / 32
+        )
 
     assert verdicts[2].verdict == "saddle"
     assert verdicts[2].conjugate_point == pytest.approx(brentq(D, 2.0, 2.6), abs=1e-5)  # ODE tolerance 1e-10
 
 
-RESONANT = Functional(y.diff(x) ** 2 - y ** 2, y, x)  # Jacobi field sin x: x = 2 pi is conjugate to 0
+RESONANT = Functional(y.diff(x) ** 2 - y**2, y, x)  # Jacobi field sin x: x = 2 pi is conjugate to 0
 
 
 def test_resonant_end_values_are_refused_not_solved():
     # y = B sin x never reaches y(2 pi) = 1: solve_bvp "converges" to B ~ 1.5e8, set by its truncation error,
     # which the refinement test exposes (the curve changes ~15-fold on a mesh twice as fine).
-    with pytest.raises(NoExtremalError, match=r"no smooth extremal with these end values: solving again on a mesh "
-                                              r"twice as fine changes the curve by \d.\de\+0\d relative") as info:
+    with pytest.raises(
+        NoExtremalError,
+        match=r"no smooth extremal with these end values: solving again on a mesh "
+        r"twice as fine changes the curve by \d.\de\+0\d relative",
+    ) as info:
         solve_functional(RESONANT, (0.0, 2 * math.pi), [0.0], [1.0])
     assert "\n" not in str(info.value)
     # The diagnosis: the Jacobi field sin x is back to ~0 at 2 pi (ODE at rtol 1e-8: measured 1.2e-9 of its peak).
@@ -325,12 +354,20 @@ def test_every_returned_extremal_meets_its_end_values_and_is_finite():
     from variational.calculus.verify import verify_extremal
 
     p = get_problem("shortest_path")  # y(0) = 0, y(1) = 1
-    good = Extremal(x=np.linspace(0, 1, 3), y=np.array([[0.0, 0.5, 1.0]]), J=math.sqrt(2), status="stationary",
-                    method="bvp", functions=("y",))
+    good = Extremal(
+        x=np.linspace(0, 1, 3),
+        y=np.array([[0.0, 0.5, 1.0]]),
+        J=math.sqrt(2),
+        status="stationary",
+        method="bvp",
+        functions=("y",),
+    )
     assert verify_extremal(p, good, end_tol=1e-9) is good
-    for y_values, J, message in (([[0.0, 0.5, 1.001]], 1.0, r"misses its right end value y = 1 by 0.001"),
-                                 ([[0.0, np.inf, 1.0]], 1.0, "non-finite values"),
-                                 ([[0.0, 0.5, 1.0]], float("nan"), "J = nan")):
+    for y_values, J, message in (
+        ([[0.0, 0.5, 1.001]], 1.0, r"misses its right end value y = 1 by 0.001"),
+        ([[0.0, np.inf, 1.0]], 1.0, "non-finite values"),
+        ([[0.0, 0.5, 1.0]], float("nan"), "J = nan"),
+    ):
         bad = Extremal(x=good.x, y=np.array(y_values), J=J, status="stationary", method="bvp", functions=("y",))
         with pytest.raises(SolveError, match=message):
             verify_extremal(p, bad, end_tol=1e-9)
@@ -343,7 +380,7 @@ def test_every_returned_extremal_meets_its_end_values_and_is_finite():
 @pytest.mark.parametrize("c", [0.0, 3.0, -3.0])
 def test_jacobi_field_and_second_variation_sign_against_closed_form(c):
     k = 2.0
-    f = Functional(y.diff(x) ** 2 + 2 * c * y * y.diff(x) - k ** 2 * y ** 2, y, x)
+    f = Functional(y.diff(x) ** 2 + 2 * c * y * y.diff(x) - k**2 * y**2, y, x)
     zero = lambda t: (np.zeros((1, np.size(t))), np.zeros((1, np.size(t))))  # noqa: E731  the extremal y = 0
     short = check_second_variation(f, zero, (0.0, 0.9 * math.pi / k))
     assert short.verdict == "minimum" and short.conjugate_point is None and short.legendre_min == pytest.approx(2.0)
@@ -364,8 +401,11 @@ def test_isoperimetric_jacobi_test_with_a_cross_term(c):
     # the extremals sqrt(2/pi) sin(k x) nor J = k^2 nor the conjugate points, but enters the Jacobi system through C.
     # k = 1 is the minimum; for k = 2 the conjugate point is the root near 2.3 of D (see the test above).
     def D(t):
-        return -t * t * math.cos(2 * t) / 4 + t * math.sin(2 * t) / 16 - math.cos(2 * t) ** 3 / 32 + math.cos(2 * t) / 32
-    f = Functional(y.diff(x) ** 2 + 2 * c * y * y.diff(x), y, x).with_constraint(y ** 2, 1, "lam")
+        return (
+            -t * t * math.cos(2 * t) / 4 + t * math.sin(2 * t) / 16 - math.cos(2 * t) ** 3 / 32 + math.cos(2 * t) / 32
+        )
+
+    f = Functional(y.diff(x) ** 2 + 2 * c * y * y.diff(x), y, x).with_constraint(y**2, 1, "lam")
     amp = math.sqrt(2 / math.pi)
     verdicts = {}
     for k in (1, 2):
@@ -384,9 +424,12 @@ def test_weierstrass_infimum_not_attained_is_refused_by_the_direct_method():
     # Weierstrass's example: J = integral x^2 y'^2 on (-1, 1), y(-1) = -1, y(1) = 1 has infimum 0 and no minimiser;
     # the discrete minimisers steepen into a step as the mesh is refined (J ~ h), so halving the nodes moves the
     # curve by ~0.1 of its scale where a resolved extremal moves by O(h^2) (<= 3e-4 on the registered problems).
-    f = Functional(x ** 2 * y.diff(x) ** 2, y, x)
-    with pytest.raises(SolveError, match=r"does not converge as the mesh is refined: on 51 instead of 101 nodes it "
-                                         r"changes by 0.1\d of its scale"):
+    f = Functional(x**2 * y.diff(x) ** 2, y, x)
+    with pytest.raises(
+        SolveError,
+        match=r"does not converge as the mesh is refined: on 51 instead of 101 nodes it "
+        r"changes by 0.1\d of its scale",
+    ):
         solve_functional(f, (-1.0, 1.0), [-1.0], [1.0], method="direct", direct=DirectConfig(nodes=101))
     e = solve(get_problem("catenary"), "direct", direct=DirectConfig(nodes=101))
     assert 1e-5 < e.solver["refinement_change"] < 1e-3  # O(h^2) from 101 to 51 nodes: measured 1.2e-4

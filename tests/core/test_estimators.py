@@ -8,10 +8,10 @@ from torch.distributions import MultivariateNormal
 
 from variational.core import FullRank, MeanField, detached_log_prob, elbo_monte_carlo, iw_bound, surrogate_elbo
 
-
 # A correlated 2-D Gaussian target that a mean-field q cannot match, so the ELBO gradient is not zero.
-TARGET = MultivariateNormal(torch.tensor([1.0, -0.5], dtype=torch.float64),
-                            torch.tensor([[1.0, 0.8], [0.8, 1.0]], dtype=torch.float64))
+TARGET = MultivariateNormal(
+    torch.tensor([1.0, -0.5], dtype=torch.float64), torch.tensor([[1.0, 0.8], [0.8, 1.0]], dtype=torch.float64)
+)
 
 
 def _q():

@@ -89,7 +89,9 @@ def test_draws_are_the_location_plus_the_scale_times_the_noise():
     """The reparameterisation itself, z = m + L eps, not only its distribution (-eps has the same one)."""
     eps = torch.randn(6, 4 + 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     mean_field, full, low = _perturbed("meanfield"), _perturbed("fullrank"), _perturbed("lowrank")
-    torch.testing.assert_close(mean_field.transform_noise(eps[:, :4]), mean_field.loc + eps[:, :4] * mean_field.log_scale.exp())
+    torch.testing.assert_close(
+        mean_field.transform_noise(eps[:, :4]), mean_field.loc + eps[:, :4] * mean_field.log_scale.exp()
+    )
     # float64, the same products in another order: rounding ~1e-16
     torch.testing.assert_close(full.transform_noise(eps[:, :4]), full.loc + eps[:, :4] @ full.scale_tril().T)
     expected = low.loc + eps[:, :4] * low.log_diag.exp() + eps[:, 4:] @ low.cov_factor.T
@@ -105,8 +107,9 @@ def test_log_prob_takes_any_batch_shape(name):
 
 @pytest.mark.parametrize("name", ["meanfield", "fullrank", "lowrank", "flow"])
 def test_draws_follow_the_generator_and_log_q_keeps_its_score_unless_asked(name):
-    q = (make_family(name, 3, generator=torch.Generator().manual_seed(0)) if name == "flow"
-         else _perturbed(name, 3)).double()
+    q = (
+        make_family(name, 3, generator=torch.Generator().manual_seed(0)) if name == "flow" else _perturbed(name, 3)
+    ).double()
     z1, _ = q.rsample_and_log_prob(5, torch.Generator().manual_seed(6))
     z2, _ = q.rsample_and_log_prob(5, torch.Generator().manual_seed(6))
     assert torch.equal(z1, z2) and not torch.equal(z1, q.rsample_and_log_prob(5, torch.Generator().manual_seed(7))[0])
@@ -135,8 +138,15 @@ def test_every_family_starts_where_asked_and_low_rank_takes_rank_one():
 
 
 def test_flow_log_prob_of_its_draws_matches_the_sampling_path_at_another_scale():
-    q = make_family("flow", 3, transforms=2, hidden=16, scale=0.4, loc=torch.tensor([1.0, -2.0, 0.5]),
-                    generator=torch.Generator().manual_seed(0)).double()
+    q = make_family(
+        "flow",
+        3,
+        transforms=2,
+        hidden=16,
+        scale=0.4,
+        loc=torch.tensor([1.0, -2.0, 0.5]),
+        generator=torch.Generator().manual_seed(0),
+    ).double()
     z, log_q = q.rsample_and_log_prob(64, torch.Generator().manual_seed(1))
     torch.testing.assert_close(q.log_prob(z), log_q, rtol=1e-8, atol=1e-8)  # as at scale 1: spline rounding
     z_stl, log_q_stl = q.rsample_and_log_prob(64, torch.Generator().manual_seed(1), stop_gradient=True)

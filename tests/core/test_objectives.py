@@ -99,18 +99,25 @@ def test_iw_bound_is_the_log_mean_of_the_importance_weights():
 
 def test_kl_standard_normal_sums_the_last_dim_of_any_batch_shape():
     g = torch.Generator().manual_seed(4)
-    mu, logvar = torch.randn(2, 3, 4, generator=g, dtype=torch.float64), torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
+    mu, logvar = (
+        torch.randn(2, 3, 4, generator=g, dtype=torch.float64),
+        torch.randn(2, 3, 4, generator=g, dtype=torch.float64),
+    )
     q = Independent(Normal(mu, (0.5 * logvar).exp()), 1)
     p = Independent(Normal(torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64)), 1)
     # float64, the same closed form written two ways: rounding ~1e-15
     torch.testing.assert_close(kl_standard_normal(mu, logvar), kl_divergence(q, p), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(kl_standard_normal(mu[0, 0], logvar[0, 0]), kl_divergence(q, p)[0, 0], rtol=1e-12,
-                               atol=1e-12)
+    torch.testing.assert_close(
+        kl_standard_normal(mu[0, 0], logvar[0, 0]), kl_divergence(q, p)[0, 0], rtol=1e-12, atol=1e-12
+    )
 
 
 def test_surrogate_elbo_is_the_elbo_by_default_and_the_mean_iw_bound_of_groups_of_k():
     g = torch.Generator().manual_seed(5)
-    log_p, log_q = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(6, 3, generator=g, dtype=torch.float64)
+    log_p, log_q = (
+        torch.randn(6, 3, generator=g, dtype=torch.float64),
+        torch.randn(6, 3, generator=g, dtype=torch.float64),
+    )
     torch.testing.assert_close(surrogate_elbo(log_p, log_q), (log_p - log_q).mean(0), rtol=1e-12, atol=0)
     for k in (2, 3):
         # groups of k consecutive draws, each a log-mean of its weights, then the mean over the 6 / k groups

@@ -106,11 +106,14 @@ def test_lookup_order(isolated, monkeypatch, digits):
     assert len(data.load("mnist").test) == 400
 
 
-@pytest.mark.parametrize("name, how", [
-    ("fashion-mnist", "apt-get install dataset-fashion-mnist"),
-    ("mnist", "https://yann.lecun.com/exdb/mnist/"),
-    ("kmnist", "http://codh.rois.ac.jp/kmnist/dataset/kmnist/"),
-])
+@pytest.mark.parametrize(
+    "name, how",
+    [
+        ("fashion-mnist", "apt-get install dataset-fashion-mnist"),
+        ("mnist", "https://yann.lecun.com/exdb/mnist/"),
+        ("kmnist", "http://codh.rois.ac.jp/kmnist/dataset/kmnist/"),
+    ],
+)
 def test_missing_dataset_says_where_and_how(isolated, monkeypatch, name, how):
     monkeypatch.setenv(datasets.ENV_VAR, str(isolated / "env"))
     with pytest.raises(data.DatasetNotFoundError) as info:
@@ -135,7 +138,10 @@ def test_incomplete_and_corrupt_directories(isolated, digits):
 
 def test_npz_with_labels(tmp_path):
     rng = np.random.default_rng(1)
-    x_train, x_test = rng.integers(0, 256, (6, 5, 4, 1), dtype=np.uint8), rng.integers(0, 256, (3, 5, 4, 1), dtype=np.uint8)
+    x_train, x_test = (
+        rng.integers(0, 256, (6, 5, 4, 1), dtype=np.uint8),
+        rng.integers(0, 256, (3, 5, 4, 1), dtype=np.uint8),
+    )
     path = tmp_path / "arrays.npz"
     np.savez(path, x_train=x_train, x_test=x_test, y_train=np.arange(6), y_test=np.array([2, 1, 0], np.int32))
     ds = data.load(str(path))
@@ -159,17 +165,36 @@ def test_npy_fixed_split(tmp_path):
     assert (len(ds.train), len(ds.test)) == (22, 3) and "last 3 (10%) test" in ds.description
 
 
-@pytest.mark.parametrize("arrays, defect", [
-    ({"x_train": np.zeros((2, 3)), "x_test": np.zeros((1, 3, 3))}, r"\[x_train\]: expected images of shape"),
-    ({"x_train": np.full((2, 3, 3), 1.5), "x_test": np.zeros((1, 3, 3))}, r"must lie in \[0, 1\], found values in \[1.5, 1.5\]"),
-    ({"x_train": np.full((2, 3, 3), np.nan), "x_test": np.zeros((1, 3, 3))}, "non-finite"),
-    ({"x_train": np.zeros((2, 3, 3), np.int64), "x_test": np.zeros((1, 3, 3))}, "expected uint8 .* found int64"),
-    ({"images": np.zeros((2, 3, 3))}, "expected arrays x_train and x_test .* found images"),
-    ({"train": np.zeros((2, 3, 3)), "test": np.zeros((1, 3, 3)), "y_train": np.zeros(2, int)}, "found only y_train"),
-    ({"x_train": np.zeros((2, 3, 3)), "x_test": np.zeros((1, 3, 3)), "y_train": np.zeros(3, int), "y_test": np.zeros(1, int)},
-     r"\[y_train\]: expected 2 integer labels"),
-    ({"x_train": np.zeros((2, 3, 3)), "x_test": np.zeros((1, 4, 4))}, r"x_train images are \(3, 3\) but x_test images are \(4, 4\)"),
-])
+@pytest.mark.parametrize(
+    "arrays, defect",
+    [
+        ({"x_train": np.zeros((2, 3)), "x_test": np.zeros((1, 3, 3))}, r"\[x_train\]: expected images of shape"),
+        (
+            {"x_train": np.full((2, 3, 3), 1.5), "x_test": np.zeros((1, 3, 3))},
+            r"must lie in \[0, 1\], found values in \[1.5, 1.5\]",
+        ),
+        ({"x_train": np.full((2, 3, 3), np.nan), "x_test": np.zeros((1, 3, 3))}, "non-finite"),
+        ({"x_train": np.zeros((2, 3, 3), np.int64), "x_test": np.zeros((1, 3, 3))}, "expected uint8 .* found int64"),
+        ({"images": np.zeros((2, 3, 3))}, "expected arrays x_train and x_test .* found images"),
+        (
+            {"train": np.zeros((2, 3, 3)), "test": np.zeros((1, 3, 3)), "y_train": np.zeros(2, int)},
+            "found only y_train",
+        ),
+        (
+            {
+                "x_train": np.zeros((2, 3, 3)),
+                "x_test": np.zeros((1, 3, 3)),
+                "y_train": np.zeros(3, int),
+                "y_test": np.zeros(1, int),
+            },
+            r"\[y_train\]: expected 2 integer labels",
+        ),
+        (
+            {"x_train": np.zeros((2, 3, 3)), "x_test": np.zeros((1, 4, 4))},
+            r"x_train images are \(3, 3\) but x_test images are \(4, 4\)",
+        ),
+    ],
+)
 def test_npz_defects_name_the_file(tmp_path, arrays, defect):
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)

@@ -36,9 +36,9 @@ def test_round_trip_wide_types(tmp_path, dtype):
 def test_header_matches_published_layout(tmp_path):
     # MNIST images: magic 0x00000803 (unsigned byte, 3 dims), then big-endian sizes (LeCun's page).
     path = write_idx(tmp_path / "x", np.zeros((60, 28, 27), np.uint8))
-    assert path.read_bytes()[:16] == bytes.fromhex("00000803" "0000003c" "0000001c" "0000001b")
+    assert path.read_bytes()[:16] == bytes.fromhex("000008030000003c0000001c0000001b")
     path = write_idx(tmp_path / "y", np.array([258], dtype=np.int16))
-    assert path.read_bytes() == bytes.fromhex("00000b01" "00000001" "0102")  # 258 big-endian
+    assert path.read_bytes() == bytes.fromhex("00000b01000000010102")  # 258 big-endian
 
 
 def test_gzip_detected_by_content_and_reproducible(tmp_path, images):

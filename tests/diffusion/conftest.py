@@ -33,11 +33,11 @@ class GaussianDenoiser(nn.Module):
         self.rows += len(xt)
         sch = self.schedule
         ab = sch.at("alpha_bar", t, xt)
-        gain = ab.sqrt() * self.s ** 2 / (ab * self.s ** 2 + 1 - ab)
+        gain = ab.sqrt() * self.s**2 / (ab * self.s**2 + 1 - ab)
         x0 = self.m + gain * (xt - ab.sqrt() * self.m)
         if not self.learned:
             return x0
-        var_x0 = self.s ** 2 * (1 - ab) / (ab * self.s ** 2 + 1 - ab)
+        var_x0 = self.s**2 * (1 - ab) / (ab * self.s**2 + 1 - ab)
         best = sch.at("posterior_variance", t, xt) + sch.at("posterior_coef_x0", t, xt) ** 2 * var_x0
         low, high = sch.at("posterior_log_variance", t, xt), sch.at("betas", t, xt).log()
         frac = (best.log() - low) / (high - low)
@@ -50,11 +50,23 @@ class Continuous(Diffusion):
     levels = None
 
 
-def gaussian_model(timesteps: int, m: float, s: float, shape=(1, 1), schedule: str = "cosine",
-                   variance: str = "small", alpha_bar: Tensor | None = None) -> Continuous:
+def gaussian_model(
+    timesteps: int,
+    m: float,
+    s: float,
+    shape=(1, 1),
+    schedule: str = "cosine",
+    variance: str = "small",
+    alpha_bar: Tensor | None = None,
+) -> Continuous:
     """A model whose network is the exact denoiser of N(m, s^2) data; `alpha_bar` replaces the named schedule."""
-    config = DiffusionConfig(timesteps=timesteps, schedule=schedule, parameterization="x0", variance=variance,
-                             objective="simple" if variance != "learned" else "hybrid")
+    config = DiffusionConfig(
+        timesteps=timesteps,
+        schedule=schedule,
+        parameterization="x0",
+        variance=variance,
+        objective="simple" if variance != "learned" else "hybrid",
+    )
     model = Continuous(config, shape, net=nn.Identity())
     if alpha_bar is not None:
         model.schedule = Schedule(alpha_bar)

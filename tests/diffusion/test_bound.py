@@ -118,5 +118,9 @@ def test_decoder_gradients_stay_finite_far_from_the_data():
         for x in (-1.0, 0.0, 1.0):
             lp = DiscretizedNormal(loc, scale, levels).log_prob(torch.full((15,), x))
             lp.sum().backward()
-            assert bool(torch.isfinite(lp).all()) and bool(torch.isfinite(loc.grad).all()) and bool(torch.isfinite(scale.grad).all())
+            assert (
+                bool(torch.isfinite(lp).all())
+                and bool(torch.isfinite(loc.grad).all())
+                and bool(torch.isfinite(scale.grad).all())
+            )
             loc.grad = scale.grad = None

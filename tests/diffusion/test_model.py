@@ -39,7 +39,9 @@ def test_learned_variance_interpolates_between_beta_tilde_and_beta_in_log_space(
     v = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64).reshape(3, 1, 1, 1)
     rev = reverse(s, "eps", "learned", torch.cat([torch.zeros_like(xt), v], 1), xt, t)
     low, high = float(s.posterior_variance[5].log()), float(s.betas[5].log())
-    assert rev.log_variance.flatten().tolist() == pytest.approx([low, (low + high) / 2, high], abs=1e-12)  # float64 rounding
+    assert rev.log_variance.flatten().tolist() == pytest.approx(
+        [low, (low + high) / 2, high], abs=1e-12
+    )  # float64 rounding
 
 
 def test_hybrid_vlb_term_trains_the_variance_only(exact):
@@ -114,10 +116,17 @@ def test_unet_shapes_and_zero_initial_output(preset, size):
 
 
 def test_config_refuses_bad_values_naming_the_field():
-    for kwargs, match in [({"timesteps": 0}, "timesteps"), ({"schedule": "quad"}, "schedule 'quad'"),
-                          ({"objective": "hybrid", "variance": "small"}, "hybrid"), ({"lr": -1.0}, "lr"),
-                          ({"ema": 1.0}, "ema"), ({"preset": "huge"}, "preset"), ({"epochs": "3"}, "epochs"),
-                          ({"binarize": "dynamic", "levels": 256}, "levels"), ({"mults": [1, "2"]}, "mults")]:
+    for kwargs, match in [
+        ({"timesteps": 0}, "timesteps"),
+        ({"schedule": "quad"}, "schedule 'quad'"),
+        ({"objective": "hybrid", "variance": "small"}, "hybrid"),
+        ({"lr": -1.0}, "lr"),
+        ({"ema": 1.0}, "ema"),
+        ({"preset": "huge"}, "preset"),
+        ({"epochs": "3"}, "epochs"),
+        ({"binarize": "dynamic", "levels": 256}, "levels"),
+        ({"mults": [1, "2"]}, "mults"),
+    ]:
         with pytest.raises(ConfigError, match=match):
             DiffusionConfig(**kwargs)
     assert DiffusionConfig(binarize="dynamic").data_levels == 2 and DiffusionConfig().data_levels == 256

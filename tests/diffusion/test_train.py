@@ -15,8 +15,17 @@ from variational.errors import CheckpointError, ConfigError
 from variational.io import load_tensors
 
 # A very small model on the 8x8 digits, 24 steps an epoch, with the default hybrid objective.
-SMALL = {"channels": 8, "mults": [1, 2], "timesteps": 20, "batch_size": 64, "lr": 5e-3, "ema": 0.9, "eval_images": 40,
-             "eval_t_samples": 2, "epochs": 2}
+SMALL = {
+    "channels": 8,
+    "mults": [1, 2],
+    "timesteps": 20,
+    "batch_size": 64,
+    "lr": 5e-3,
+    "ema": 0.9,
+    "eval_images": 40,
+    "eval_t_samples": 2,
+    "epochs": 2,
+}
 
 
 def _train(out, **kwargs):
@@ -37,10 +46,19 @@ def test_short_run_lowers_the_test_bound(run):
     after = run.model.nll(x, generator=torch.Generator().manual_seed(5))
     # The full 20-term bound on the same 100 test images, before and after 48 steps (6.40 and 5.69 bits/dim
     # when written): the drop must exceed 4 combined standard errors (about 0.25 bits/dim).
-    assert after.bits_per_dim < before.bits_per_dim - 4 * math.hypot(after.bits_per_dim_stderr, before.bits_per_dim_stderr)
+    assert after.bits_per_dim < before.bits_per_dim - 4 * math.hypot(
+        after.bits_per_dim_stderr, before.bits_per_dim_stderr
+    )
     assert len(run.metrics) == 2 and all(math.isfinite(m["test_bpd"]) for m in run.metrics)
-    assert {p.name for p in run.dir.iterdir()} >= {"model.safetensors", "checkpoint.safetensors", "metrics.jsonl",
-                                                   "config.json", "samples.png", "denoising.png", "curves.png"}
+    assert {p.name for p in run.dir.iterdir()} >= {
+        "model.safetensors",
+        "checkpoint.safetensors",
+        "metrics.jsonl",
+        "config.json",
+        "samples.png",
+        "denoising.png",
+        "curves.png",
+    }
 
 
 @pytest.mark.parametrize("objective", ["hybrid", "vlb"])  # vlb: the importance sampler's history must resume too
@@ -53,8 +71,13 @@ def test_resume_equals_the_uninterrupted_run_bit_for_bit(run, tmp_path, objectiv
             os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(diffusion.TrainingInterrupted, match="epoch 1, step 4"):
-        diffusion.train(DiffusionConfig(**{**SMALL, **kwargs}), tmp_path / "cut", progress=False,
-                        log=lambda m: None, on_step=interrupt)
+        diffusion.train(
+            DiffusionConfig(**{**SMALL, **kwargs}),
+            tmp_path / "cut",
+            progress=False,
+            log=lambda m: None,
+            on_step=interrupt,
+        )
     resumed = diffusion.resume(tmp_path / "cut", progress=False, log=lambda m: None)
     a, b = load_tensors(whole.dir / "checkpoint.safetensors"), load_tensors(resumed.dir / "checkpoint.safetensors")
     assert sorted(a) == sorted(b) and any(k.startswith("ema.") for k in a) and any(k.startswith("optim.") for k in a)

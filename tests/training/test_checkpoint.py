@@ -31,8 +31,14 @@ def test_resume_from_a_checkpoint_continues_bit_for_bit(tmp_path):
 
     model, opt, g = _setup()
     _steps(model, opt, g, 3)
-    save_checkpoint(tmp_path / "c.safetensors", model, opt, {"step": 3}, generators={"train": g},
-                    extra={"loop.order": torch.arange(4)})
+    save_checkpoint(
+        tmp_path / "c.safetensors",
+        model,
+        opt,
+        {"step": 3},
+        generators={"train": g},
+        extra={"loop.order": torch.arange(4)},
+    )
     fresh, fresh_opt, fresh_g = _setup(seed=1)  # other weights and generator: all must be overwritten
     saved = load_checkpoint(tmp_path / "c.safetensors", fresh, fresh_opt, generators={"train": fresh_g})
     assert saved.state == {"step": 3} and torch.equal(saved.extra["loop.order"], torch.arange(4))

@@ -5,11 +5,21 @@ import importlib
 
 import pytest
 
-MODULES = ["variational.io", "variational.training", "variational.training.capacity",
-           "variational.training.checkpoint", "variational.training.distributed", "variational.training.divergence",
-           "variational.training.ema", "variational.training.lock", "variational.training.metrics",
-           "variational.training.process", "variational.training.progress", "variational.training.rundir",
-           "variational.training.signals"]
+MODULES = [
+    "variational.io",
+    "variational.training",
+    "variational.training.capacity",
+    "variational.training.checkpoint",
+    "variational.training.distributed",
+    "variational.training.divergence",
+    "variational.training.ema",
+    "variational.training.lock",
+    "variational.training.metrics",
+    "variational.training.process",
+    "variational.training.progress",
+    "variational.training.rundir",
+    "variational.training.signals",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

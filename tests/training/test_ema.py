@@ -24,7 +24,7 @@ def test_the_average_is_the_closed_form_geometric_sum():
             model.weight.fill_(value)
         ema.update(model)
     # avg_3 = (1-d) (3 + 2 d + 1 d^2) from avg_0 = 0: 0.1 * (3 + 1.8 + 0.81) = 0.561
-    expected = (1 - decay) * (3.0 + 2.0 * decay + 1.0 * decay ** 2)
+    expected = (1 - decay) * (3.0 + 2.0 * decay + 1.0 * decay**2)
     assert ema.averages["weight"].item() == pytest.approx(expected, rel=1e-6)  # float32 rounding of 0.561
 
 

@@ -14,8 +14,10 @@ from variational.training.lock import LOCK_FILE
 
 
 def test_a_second_writer_is_refused_naming_the_directory_and_holder(tmp_path):
-    with RunDirectory(tmp_path / "run"), \
-            pytest.raises(RunLockedError, match=f"{tmp_path / 'run'} is in use by process {os.getpid()}"):
+    with (
+        RunDirectory(tmp_path / "run"),
+        pytest.raises(RunLockedError, match=f"{tmp_path / 'run'} is in use by process {os.getpid()}"),
+    ):
         RunDirectory(tmp_path / "run").__enter__()
     with RunDirectory(tmp_path / "run") as again:  # released on exit: the next writer gets it
         assert again.stale_holder is None
@@ -25,10 +27,16 @@ def test_a_second_writer_is_refused_naming_the_directory_and_holder(tmp_path):
 def test_the_lock_of_a_killed_process_is_taken_over(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    code = ("import sys, time\nfrom variational.training import RunLock\n"
-            f"RunLock({str(run)!r}).acquire(); print('locked', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    code = (
+        "import sys, time\nfrom variational.training import RunLock\n"
+        f"RunLock({str(run)!r}).acquire(); print('locked', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunLockedError, match=f"in use by process {holder.pid}"):

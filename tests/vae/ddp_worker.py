@@ -15,7 +15,7 @@ import shutil
 import signal
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import variational.cli as cli
 import variational.vae as vae
@@ -69,7 +69,7 @@ def stall(out: str, flags: list[str]) -> None:
 
 if __name__ == "__main__":
     sep = sys.argv.index("--")
-    head, flags = sys.argv[1:sep], sys.argv[sep + 1:]
+    head, flags = sys.argv[1:sep], sys.argv[sep + 1 :]
     if head[0] == "runs":
         runs(*head[1:], flags=flags)
     else:

@@ -57,8 +57,21 @@ def _stepped(**adam_options) -> torch.optim.Adam:
     return opt
 
 
-@pytest.mark.parametrize("case", ["not fused", "amsgrad", "tensor lr", "decoupled weight decay", "step hook",
-                                  "pre hook", "global hook", "scheduler", "fresh state", "sgd"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "not fused",
+        "amsgrad",
+        "tensor lr",
+        "decoupled weight decay",
+        "step hook",
+        "pre hook",
+        "global hook",
+        "scheduler",
+        "fresh state",
+        "sgd",
+    ],
+)
 def test_falls_back_to_the_optimisers_own_step(case):
     calls = []
     if case == "not fused":
@@ -120,9 +133,13 @@ def test_flush_zeroes_the_subnormal_moments_and_nothing_else():
 
 def test_the_trainer_flushes_every_64_steps_of_the_run(tmp_path, monkeypatch):
     from variational import vae
+
     steps, flushed_after = [], []  # flushed_after: how many steps had been taken at each flush
-    monkeypatch.setattr(fastpath, "flush_subnormal_moments",
-                        lambda opt: flushed_after.append(len(steps) + 1) if isinstance(opt, torch.optim.Adam) else None)
+    monkeypatch.setattr(
+        fastpath,
+        "flush_subnormal_moments",
+        lambda opt: flushed_after.append(len(steps) + 1) if isinstance(opt, torch.optim.Adam) else None,
+    )
     cfg = vae.VAEConfig(hidden=[16], latent_dim=2, epochs=2, batch_size=8, seed=0)
     vae.train(cfg, tmp_path / "run", progress=False, log=lambda m: None, on_step=lambda e, s, v: steps.append(s))
     per_epoch = len(steps) // 2

@@ -10,8 +10,27 @@ from variational.cli import main
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, device):
     out = tmp_path_factory.mktemp("cli") / "run"
-    code = main(["vae", "train", "--epochs", "1", "--hidden", "32", "--latent-dim", "2", "--out", str(out),
-                 "--binarize", "dynamic", "--no-progress", "--eval-iw", "50", "--device", device])
+    code = main(
+        [
+            "vae",
+            "train",
+            "--epochs",
+            "1",
+            "--hidden",
+            "32",
+            "--latent-dim",
+            "2",
+            "--out",
+            str(out),
+            "--binarize",
+            "dynamic",
+            "--no-progress",
+            "--eval-iw",
+            "50",
+            "--device",
+            device,
+        ]
+    )
     assert code == 0
     return out
 
@@ -46,38 +65,47 @@ def test_picture_commands_write_pngs(run_dir, tmp_path, command):
 
 def test_config_file_is_overridden_by_flags(tmp_path):
     cfg = tmp_path / "run.toml"
-    cfg.write_text('[vae]\nlatent_dim = 3\nepochs = 1\nhidden = [16]\n')
+    cfg.write_text("[vae]\nlatent_dim = 3\nepochs = 1\nhidden = [16]\n")
     out = tmp_path / "run"
     assert main(["vae", "train", "--config", str(cfg), "--latent-dim", "2", "--out", str(out), "--no-progress"]) == 0
     saved = json.loads((out / "config.json").read_text())
     assert (saved["latent_dim"], saved["hidden"], saved["epochs"]) == (2, [16], 1)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--hidden", "4x"], "--hidden takes comma-separated integers"),
-    (["--device", "bogus"], "device 'bogus' is not a torch device"),
-    (["--lr", "-1"], "lr must be positive"),
-    (["--preset", "huge"], "unknown preset 'huge'"),
-    (["--arch", "conv", "--hidden", "400"], "two channel counts"),
-    (["--dataset", "mnist", "--data-dir", "/nonexistent"], "/nonexistent"),
-    (["--likelihood", "gaussian", "--binarize", "static"], "binarize='static'"),
-    (["--hidden", "400,,3"], "--hidden takes comma-separated integers such as 512,256 (or '' for none); got '400,,3'"),
-    # 400 * 10^9 * 3 weights: refused before any allocation, with the memory it would take.
-    (["--latent-dim", "1000000000"], "1,202,000,628,784 parameters, so training needs at least 17,911.2 GiB"),
-    (["--seed", "-1"], "seed must be an integer in [0, "),
-    (["--lr", "inf"], "lr must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--hidden", "4x"], "--hidden takes comma-separated integers"),
+        (["--device", "bogus"], "device 'bogus' is not a torch device"),
+        (["--lr", "-1"], "lr must be positive"),
+        (["--preset", "huge"], "unknown preset 'huge'"),
+        (["--arch", "conv", "--hidden", "400"], "two channel counts"),
+        (["--dataset", "mnist", "--data-dir", "/nonexistent"], "/nonexistent"),
+        (["--likelihood", "gaussian", "--binarize", "static"], "binarize='static'"),
+        (
+            ["--hidden", "400,,3"],
+            "--hidden takes comma-separated integers such as 512,256 (or '' for none); got '400,,3'",
+        ),
+        # 400 * 10^9 * 3 weights: refused before any allocation, with the memory it would take.
+        (["--latent-dim", "1000000000"], "1,202,000,628,784 parameters, so training needs at least 17,911.2 GiB"),
+        (["--seed", "-1"], "seed must be an integer in [0, "),
+        (["--lr", "inf"], "lr must be a finite number"),
+    ],
+)
 def test_bad_options_give_one_line_errors(tmp_path, capsys, argv, message):
     code = main(["vae", "train", "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress", *argv])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err, err
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[1, 2]", "a config file holds a table of field = value, not a list"),
-    ('"hello"', "a config file holds a table of field = value, not a str"),
-    ("{", "cannot parse config"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[1, 2]", "a config file holds a table of field = value, not a list"),
+        ('"hello"', "a config file holds a table of field = value, not a str"),
+        ("{", "cannot parse config"),
+    ],
+)
 def test_a_config_file_that_is_not_a_table_is_named(tmp_path, capsys, text, message):
     cfg = tmp_path / "bad.json"
     cfg.write_text(text)

@@ -33,6 +33,7 @@ CONFIG = VAEConfig(hidden=[64], latent_dim=4, batch_size=101, binarize="dynamic"
 
 # --- shares of a global batch (no process group needed) ---------------------------------------
 
+
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
 @pytest.mark.parametrize("total", [0, 1, 5, 101, 128])
 def test_shares_tile_the_batch_like_tensor_split(total, world):
@@ -72,7 +73,7 @@ def _reassemble(per_rank: list[torch.Tensor], total: int, batch: int, world: int
         for r in range(world):
             part = share(min(batch, total - start), Group(r, world))
             n = part.stop - part.start
-            out.append(per_rank[r][cursors[r]:cursors[r] + n])
+            out.append(per_rank[r][cursors[r] : cursors[r] + n])
             cursors[r] += n
     return torch.cat(out)
 
@@ -81,14 +82,20 @@ def test_sharded_evaluation_equals_one_process_per_image(small):
     model, x = small
     world, seed = 3, 11
     one = elbo_per_image(model, x, batch_size=16, generator=torch.Generator().manual_seed(seed))
-    ranks = [elbo_per_image(model, x, batch_size=16, generator=torch.Generator().manual_seed(seed), group=Group(r, world))
-             for r in range(world)]
+    ranks = [
+        elbo_per_image(model, x, batch_size=16, generator=torch.Generator().manual_seed(seed), group=Group(r, world))
+        for r in range(world)
+    ]
     # The same images with the same noise; only the matrix-multiply batch size differs, which moves
     # the last bits of a ~500-nat value (measured: 1.1e-7 relative, 2 float32 ulps).
     torch.testing.assert_close(_reassemble(ranks, len(x), 16, world), one, rtol=1e-6, atol=0)
     one = log_px_per_image(model, x, k=20, batch_size=10, generator=torch.Generator().manual_seed(seed))
-    ranks = [log_px_per_image(model, x, k=20, batch_size=10, generator=torch.Generator().manual_seed(seed),
-                              group=Group(r, world)) for r in range(world)]
+    ranks = [
+        log_px_per_image(
+            model, x, k=20, batch_size=10, generator=torch.Generator().manual_seed(seed), group=Group(r, world)
+        )
+        for r in range(world)
+    ]
     torch.testing.assert_close(_reassemble(ranks, len(x), 10, world), one, rtol=1e-6, atol=0)
 
 
@@ -125,6 +132,7 @@ def test_setup_rejects_devices_it_cannot_shard(monkeypatch):
 
 # --- two Gloo ranks under torchrun ------------------------------------------------------------
 
+
 def _torchrun(*args: str, timeout: float) -> subprocess.CompletedProcess:
     # --standalone: a local c10d rendezvous on a free port found at run time.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(WORKER), *args]
@@ -148,8 +156,7 @@ def runs(tmp_path_factory):
         patch.setattr(pictures, "save_all", lambda *args: [])  # not what this test checks; they cost time
         single = train(CONFIG, root / "S", progress=False, log=lambda msg: None)
         resumed = resume(c, epochs=2, progress=False, log=lambda msg: None)  # 2-rank checkpoint, 1 process
-    return {"A": a, "B": b, "C": c, "single": single, "resumed": resumed, "stdout": done.stdout,
-            "stderr": done.stderr}
+    return {"A": a, "B": b, "C": c, "single": single, "resumed": resumed, "stdout": done.stdout, "stderr": done.stderr}
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -176,8 +183,13 @@ def test_two_ranks_match_one_process_at_the_same_global_batch(runs):
     assert "2 ranks (gloo), global batch 101 = 50-51 per rank" in runs["stdout"]
     assert runs["stdout"].count("epoch   2/2") == 2  # A and B's resume: rank 0 alone logs
     assert runs["stdout"].count("epoch   1/2") == 2  # A and B
-    assert {p.name for p in runs["A"].iterdir()} == {"config.json", "metrics.jsonl", "checkpoint.safetensors",
-                                                    "model.safetensors", "evaluation.json"}
+    assert {p.name for p in runs["A"].iterdir()} == {
+        "config.json",
+        "metrics.jsonl",
+        "checkpoint.safetensors",
+        "model.safetensors",
+        "evaluation.json",
+    }
 
 
 def test_sharded_evaluation_equals_one_process(runs):
@@ -195,7 +207,9 @@ def test_a_signal_to_one_rank_stops_all_at_the_same_step_and_resume_is_exact(run
     assert "variational: stopped by signal on another rank at epoch 2, step 6; checkpoint saved" in runs["stderr"]
     # B, resumed on 2 ranks from that mid-epoch checkpoint, is A's uninterrupted run bit for bit.
     assert torch.equal(_params(load(runs["B"])), _params(load(runs["A"])))
-    assert _metrics(runs["B"]) == [{**m, "seconds": b["seconds"]} for m, b in zip(_metrics(runs["A"]), _metrics(runs["B"]))]
+    assert _metrics(runs["B"]) == [
+        {**m, "seconds": b["seconds"]} for m, b in zip(_metrics(runs["A"]), _metrics(runs["B"]))
+    ]
     # C: the same checkpoint resumed by one process. The rest of epoch 2 is then the single-process
     # computation, so it meets the one-process run within the tolerances of the test above.
     resumed, single = runs["resumed"], runs["single"]

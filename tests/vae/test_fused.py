@@ -123,8 +123,9 @@ def test_frozen_layers_get_no_gradient_and_the_rest_still_do():
         torch.testing.assert_close(p.grad, e, rtol=1e-4, atol=1e-6)  # float32, another summation order
 
 
-@pytest.mark.parametrize("config", [VAEConfig(likelihood="gaussian"), VAEConfig(arch="conv", hidden=[4, 8]),
-                                    VAEConfig(iw_k=3)])
+@pytest.mark.parametrize(
+    "config", [VAEConfig(likelihood="gaussian"), VAEConfig(arch="conv", hidden=[4, 8]), VAEConfig(iw_k=3)]
+)
 def test_other_models_and_objectives_keep_the_generic_path(config):
     assert _fused_layers(VAE(config, (28, 28)), torch.rand(2, 28, 28)) is None
 
@@ -212,8 +213,9 @@ def test_extreme_logits_give_the_exact_bernoulli_log_likelihood(device):
     with torch.no_grad():
         last.weight.zero_()
         last.bias.copy_(logits)
-    x = torch.tensor([[0.0, 1.0, 0.3, 1.0, 0.0, 0.7, 0.0, 1.0], [1.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0, 0.0]],
-                     device=device)
+    x = torch.tensor(
+        [[0.0, 1.0, 0.3, 1.0, 0.0, 0.7, 0.0, 1.0], [1.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0, 0.0]], device=device
+    )
     eps = torch.zeros(2, 2, device=device)
     mu, logvar = vae.encoder(x.view(2, 2, 4))
     l64, x64 = logits.double(), x.double()
@@ -280,11 +282,14 @@ def test_a_changed_layer_pattern_a_missing_bias_or_a_global_hook_takes_the_gener
     mu, logvar = no_relu.encoder(x)
     z = mu + (0.5 * logvar).exp() * eps
     linear_decoder = no_relu.decoder.net[2](no_relu.decoder.net[0](z))  # no ReLU between the layers
-    expected = (F.binary_cross_entropy_with_logits(linear_decoder, x.flatten(1), reduction="none").sum(1)
-                + kl_standard_normal(mu, logvar)).mean()
+    expected = (
+        F.binary_cross_entropy_with_logits(linear_decoder, x.flatten(1), reduction="none").sum(1)
+        + kl_standard_normal(mu, logvar)
+    ).mean()
     # BCE-with-logits and the Bernoulli log-probability round differently: ~1e-7 relative per pixel
     assert fast_gradients(no_relu, x, generator=torch.Generator().manual_seed(0)) == pytest.approx(
-        expected.item(), rel=1e-6)
+        expected.item(), rel=1e-6
+    )
 
     with_child = VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
     with_child.decoder.net[0].add_module("extra", torch.nn.Linear(2, 8))  # Linear.forward never calls it
@@ -321,14 +326,16 @@ def test_the_training_step_leaves_ordinary_gradients_that_autograd_code_can_use(
     # float32 norms of ~100 entries: rounding ~1e-7 relative
     assert torch.cat([c.flatten() for c in clipped]).norm().item() == pytest.approx(norm / 2, rel=1e-5)
     x = torch.rand(3, 4, 4)
-    expected = torch.autograd.grad(vae.elbo(x, generator=torch.Generator().manual_seed(0)).sum(),
-                                   list(vae.parameters()))
+    expected = torch.autograd.grad(
+        vae.elbo(x, generator=torch.Generator().manual_seed(0)).sum(), list(vae.parameters())
+    )
     vae.elbo(x, generator=torch.Generator().manual_seed(0)).sum().backward()  # accumulates into the buffers
     for p, c, e in zip(vae.parameters(), clipped, expected):
         torch.testing.assert_close(p.grad, c + e)  # same computation twice: float32 rounding of one add
 
 
 # --- the step as the trainer takes it ---------------------------------------------------------------
+
 
 def _plain_adam_steps(vae: VAE, batches, betas, seed: int) -> list[float]:
     """What the fast step stands for: autograd's backward, then Adam.step()."""
@@ -383,9 +390,11 @@ def test_outside_the_tested_torch_range_the_plain_step_runs_with_one_warning(mon
 def test_any_hook_on_a_net_takes_the_generic_path(hook):
     vae = VAE(VAEConfig(hidden=[8], latent_dim=2), (4, 4))
     layer = vae.encoder.head
-    register = {"forward pre": lambda: layer.register_forward_pre_hook(lambda m, a: None),
-                "full backward": lambda: layer.register_full_backward_hook(lambda m, gi, go: None),
-                "backward pre": lambda: layer.register_full_backward_pre_hook(lambda m, go: None)}[hook]
+    register = {
+        "forward pre": lambda: layer.register_forward_pre_hook(lambda m, a: None),
+        "full backward": lambda: layer.register_full_backward_hook(lambda m, gi, go: None),
+        "backward pre": lambda: layer.register_full_backward_pre_hook(lambda m, go: None),
+    }[hook]
     handle = register()
     assert _fused_layers(vae, torch.rand(2, 4, 4)) is None  # the hand-written step would never call it
     handle.remove()

@@ -234,10 +234,15 @@ def test_presets_apply_through_the_constructor_and_explicit_fields_win():
         VAEConfig(preset="big")
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("beta", "x", "beta must be a number"), ("epochs", 1.5, "epochs must be an integer"),
-    ("hidden", "400", "hidden must be a list of integers"), ("device", "bogus", "is not a torch device"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("beta", "x", "beta must be a number"),
+        ("epochs", 1.5, "epochs must be an integer"),
+        ("hidden", "400", "hidden must be a list of integers"),
+        ("device", "bogus", "is not a torch device"),
+    ],
+)
 def test_config_values_of_the_wrong_type_name_the_field(field, value, message):
     with pytest.raises(ValueError, match=message):
         VAEConfig.from_dict({field: value})
@@ -270,5 +275,6 @@ def test_objective_is_the_elbo_at_beta_one_or_the_iw_bound_for_any_k_above_one()
         # the same draws through the same modules: equal up to float32 rounding of one subtraction
         torch.testing.assert_close(vae.objective(x, generator=seeded()), log_lik - kl_standard_normal(mu, logvar))
         two = VAE(VAEConfig(latent_dim=2, hidden=[8], iw_k=2), (4, 4))
-        torch.testing.assert_close(two.objective(x, generator=seeded()), two.iw_elbo(x, 2, generator=seeded()),
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            two.objective(x, generator=seeded()), two.iw_elbo(x, 2, generator=seeded()), rtol=0, atol=0
+        )

@@ -29,16 +29,26 @@ def test_short_training_improves_test_elbo_and_writes_the_run(tmp_path, device):
     # An untrained decoder predicts ~0.5 everywhere: ~-545 nats; three epochs gain > 100 nats.
     assert elbos[-1] > start + 100, (start, elbos)
     assert elbos == sorted(elbos), elbos
-    for name in ("config.json", "metrics.jsonl", "checkpoint.safetensors", "model.safetensors",
-                 "samples.png", "reconstructions.png", "interpolation.png", "latent.png", "curves.png"):
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "checkpoint.safetensors",
+        "model.safetensors",
+        "samples.png",
+        "reconstructions.png",
+        "interpolation.png",
+        "latent.png",
+        "curves.png",
+    ):
         assert (run.dir / name).is_file(), name
     lines = (run.dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2, 3]
 
 
 def test_load_round_trip_gives_the_same_model(tmp_path, device):
-    run = vae.train(vae.VAEConfig(**{**SMALL, "epochs": 1}, device=device), tmp_path / "run", progress=False,
-                    log=lambda m: None)
+    run = vae.train(
+        vae.VAEConfig(**{**SMALL, "epochs": 1}, device=device), tmp_path / "run", progress=False, log=lambda m: None
+    )
     loaded = vae.load(run.dir, device=device)
     x = run.data.x_test[:20]
     with torch.no_grad():
@@ -49,8 +59,9 @@ def test_load_round_trip_gives_the_same_model(tmp_path, device):
 
 def test_resume_after_an_epoch_equals_the_uninterrupted_run(tmp_path, device):
     full = vae.train(vae.VAEConfig(**SMALL, device=device), tmp_path / "full", progress=False, log=lambda m: None)
-    vae.train(vae.VAEConfig(**{**SMALL, "epochs": 1}, device=device), tmp_path / "split", progress=False,
-              log=lambda m: None)
+    vae.train(
+        vae.VAEConfig(**{**SMALL, "epochs": 1}, device=device), tmp_path / "split", progress=False, log=lambda m: None
+    )
     resumed = vae.resume(tmp_path / "split", epochs=3, progress=False, log=lambda m: None)
     for k, v in _weights(full.model).items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
@@ -93,8 +104,9 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_p
         vae.train(cfg, tmp_path / "run", progress=False, on_step=switch, log=lambda m: None)
     monkeypatch.setattr(fastpath.TrainingStep, "gradients", step)
     saved = load_tensors(tmp_path / "run" / "checkpoint.safetensors")
-    epoch_one = vae.train(vae.VAEConfig(**{**SMALL, "epochs": 1}, device=device), tmp_path / "ref", progress=False,
-                          log=lambda m: None)
+    epoch_one = vae.train(
+        vae.VAEConfig(**{**SMALL, "epochs": 1}, device=device), tmp_path / "ref", progress=False, log=lambda m: None
+    )
     for k, v in epoch_one.model.state_dict().items():
         assert torch.equal(saved[f"model.{k}"], v.cpu()), k  # the checkpoint is still the end of epoch 1
 
@@ -113,8 +125,9 @@ def test_static_binarisation_gives_fixed_binary_training_data():
 
 
 def test_latent_size_one_trains_and_draws_its_manifold(tmp_path):
-    run = vae.train(vae.VAEConfig(**{**SMALL, "latent_dim": 1, "epochs": 1}), tmp_path / "run", progress=False,
-                    log=lambda m: None)
+    run = vae.train(
+        vae.VAEConfig(**{**SMALL, "latent_dim": 1, "epochs": 1}), tmp_path / "run", progress=False, log=lambda m: None
+    )
     assert (run.dir / "latent.png").is_file() and (run.dir / "interpolation.png").is_file()
 
 

@@ -27,8 +27,13 @@ def test_each_epoch_trains_at_its_warmup_weight(images, tmp_path, monkeypatch):
     monkeypatch.setattr(fastpath.TrainingStep, "gradients", recording)
     epochs = []
     cfg = vae.VAEConfig(dataset=str(images), hidden=[8], latent_dim=2, epochs=4, batch_size=12, kl_warmup_epochs=3)
-    run = vae.train(cfg, tmp_path / "run", progress=False, log=lambda m: None,
-                    on_step=lambda epoch, step, loss: epochs.append(epoch))
+    run = vae.train(
+        cfg,
+        tmp_path / "run",
+        progress=False,
+        log=lambda m: None,
+        on_step=lambda epoch, step, loss: epochs.append(epoch),
+    )
     per_epoch = [sorted({b for b, e in zip(used, epochs) if e == epoch}) for epoch in range(4)]
     # three steps an epoch (36 images, batches of 12), all at the epoch's weight; exact fractions up to rounding
     assert [len([e for e in epochs if e == epoch]) for epoch in range(4)] == [3, 3, 3, 3]
@@ -39,8 +44,9 @@ def test_each_epoch_trains_at_its_warmup_weight(images, tmp_path, monkeypatch):
 def test_the_first_epochs_loss_is_the_negative_elbo_at_a_third_of_beta(images, tmp_path):
     """One batch in epoch 1: its training loss is -mean ELBO at beta / 3, at the initial weights and
     the noise the trainer draws (its generator gives the batch order first, then the noise)."""
-    cfg = vae.VAEConfig(dataset=str(images), hidden=[8], latent_dim=2, epochs=1, batch_size=36, kl_warmup_epochs=3,
-                        beta=0.9, seed=5)
+    cfg = vae.VAEConfig(
+        dataset=str(images), hidden=[8], latent_dim=2, epochs=1, batch_size=36, kl_warmup_epochs=3, beta=0.9, seed=5
+    )
     run = vae.train(cfg, tmp_path / "run", progress=False, log=lambda m: None)
     torch.manual_seed(5)  # the trainer's weight initialisation
     model = vae.VAE(cfg, (4, 4))

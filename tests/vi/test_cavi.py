@@ -12,7 +12,6 @@ from scipy import integrate, special, stats
 from sklearn.mixture import BayesianGaussianMixture
 from torch.distributions import Dirichlet, Gamma, MultivariateNormal, Normal, Wishart
 
-from variational.vi.cavi.gaussian_mixture import hyperparameters, m_step, responsibilities
 from variational.vi.cavi import (
     CAVIConfig,
     GaussianMixturePrior,
@@ -24,6 +23,7 @@ from variational.vi.cavi import (
     linear_regression_posterior,
     normal_gamma_posterior,
 )
+from variational.vi.cavi.gaussian_mixture import hyperparameters, m_step, responsibilities
 
 D64 = torch.float64
 
@@ -33,7 +33,9 @@ D64 = torch.float64
 
 
 def gamma_draws(q: Gamma, n: int, rng: np.random.Generator) -> torch.Tensor:
-    return torch.as_tensor(rng.gamma(q.concentration.numpy(), 1.0 / q.rate.numpy(), size=(n, *q.batch_shape)), dtype=D64)
+    return torch.as_tensor(
+        rng.gamma(q.concentration.numpy(), 1.0 / q.rate.numpy(), size=(n, *q.batch_shape)), dtype=D64
+    )
 
 
 def mvn_draws(q: MultivariateNormal, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
@@ -144,7 +146,10 @@ def test_linear_regression_unknown_noise_against_quadrature():
     def log_joint(beta: float) -> float:
         cov = torch.eye(n, dtype=D64) / beta + xx
         lik = MultivariateNormal(torch.zeros(n, dtype=D64), cov).log_prob(y)
-        return (lik + Gamma(torch.tensor(a0, dtype=D64), torch.tensor(b0, dtype=D64)).log_prob(torch.tensor(beta, dtype=D64))).item()
+        return (
+            lik
+            + Gamma(torch.tensor(a0, dtype=D64), torch.tensor(b0, dtype=D64)).log_prob(torch.tensor(beta, dtype=D64))
+        ).item()
 
     peak = fit.q_beta.mean.item()
     shift = log_joint(peak)
@@ -172,10 +177,13 @@ def test_linear_regression_elbo_matches_monte_carlo():
     n = 100_000
     w, alpha, beta = mvn_draws(fit.q_w, (n,), g), gamma_draws(fit.q_alpha, n, rng), gamma_draws(fit.q_beta, n, rng)
     resid = ((y - w @ X.T) ** 2).sum(1)
-    log_p = (0.5 * len(y) * (beta.log() - math.log(2 * math.pi)) - 0.5 * beta * resid
-             + Normal(0.0, alpha.rsqrt()[:, None]).log_prob(w).sum(1)
-             + Gamma(torch.tensor(2.0, dtype=D64), torch.tensor(1.0, dtype=D64)).log_prob(alpha)
-             + Gamma(torch.tensor(1.5, dtype=D64), torch.tensor(0.5, dtype=D64)).log_prob(beta))
+    log_p = (
+        0.5 * len(y) * (beta.log() - math.log(2 * math.pi))
+        - 0.5 * beta * resid
+        + Normal(0.0, alpha.rsqrt()[:, None]).log_prob(w).sum(1)
+        + Gamma(torch.tensor(2.0, dtype=D64), torch.tensor(1.0, dtype=D64)).log_prob(alpha)
+        + Gamma(torch.tensor(1.5, dtype=D64), torch.tensor(0.5, dtype=D64)).log_prob(beta)
+    )
     log_q = fit.q_w.log_prob(w) + fit.q_alpha.log_prob(alpha) + fit.q_beta.log_prob(beta)
     mc_check(fit.elbo[-1], log_p - log_q)
 
@@ -187,20 +195,34 @@ def test_linear_regression_elbo_matches_monte_carlo():
 
 def mixture_data(seed=0):
     rng = np.random.default_rng(seed)
-    return np.concatenate([rng.normal([0, 0], 1.0, (80, 2)), rng.normal([3, 1], 0.7, (60, 2)),
-                           rng.normal([-1, 4], [1.2, 0.5], (60, 2))])
+    return np.concatenate(
+        [rng.normal([0, 0], 1.0, (80, 2)), rng.normal([3, 1], 0.7, (60, 2)), rng.normal([-1, 4], [1.2, 0.5], (60, 2))]
+    )
 
 
-PRIOR = GaussianMixturePrior(weight_concentration=0.5, mean_precision=0.1, mean=(0.0, 0.0),
-                             degrees_of_freedom=3.0, covariance=((1.0, 0.2), (0.2, 1.5)))
+PRIOR = GaussianMixturePrior(
+    weight_concentration=0.5,
+    mean_precision=0.1,
+    mean=(0.0, 0.0),
+    degrees_of_freedom=3.0,
+    covariance=((1.0, 0.2), (0.2, 1.5)),
+)
 
 
 def sklearn_fit(X, k):
     return BayesianGaussianMixture(
-        n_components=k, covariance_type="full", weight_concentration_prior_type="dirichlet_distribution",
-        weight_concentration_prior=PRIOR.weight_concentration, mean_precision_prior=PRIOR.mean_precision,
-        mean_prior=PRIOR.mean, degrees_of_freedom_prior=PRIOR.degrees_of_freedom,
-        covariance_prior=np.array(PRIOR.covariance), reg_covar=0.0, tol=1e-12, max_iter=2000, random_state=0,
+        n_components=k,
+        covariance_type="full",
+        weight_concentration_prior_type="dirichlet_distribution",
+        weight_concentration_prior=PRIOR.weight_concentration,
+        mean_precision_prior=PRIOR.mean_precision,
+        mean_prior=PRIOR.mean,
+        degrees_of_freedom_prior=PRIOR.degrees_of_freedom,
+        covariance_prior=np.array(PRIOR.covariance),
+        reg_covar=0.0,
+        tol=1e-12,
+        max_iter=2000,
+        random_state=0,
     ).fit(X)
 
 
@@ -226,11 +248,19 @@ def test_gaussian_mixture_matches_sklearn():
     n, d = X.shape
     w0 = torch.linalg.inv(torch.tensor(PRIOR.covariance, dtype=D64))
     nu0 = PRIOR.degrees_of_freedom
-    log_b0 = (-0.5 * nu0 * torch.logdet(w0) - 0.5 * nu0 * d * math.log(2)
-              - torch.mvlgamma(torch.tensor(nu0 / 2, dtype=D64), d)).item()
+    log_b0 = (
+        -0.5 * nu0 * torch.logdet(w0)
+        - 0.5 * nu0 * d * math.log(2)
+        - torch.mvlgamma(torch.tensor(nu0 / 2, dtype=D64), d)
+    ).item()
     log_c0 = math.lgamma(k * PRIOR.weight_concentration) - k * math.lgamma(PRIOR.weight_concentration)
-    const = (-0.5 * n * d * math.log(2 * math.pi) + 0.5 * k * d * math.log(PRIOR.mean_precision)
-             + k * log_b0 + log_c0 + k * d * (d - 1) / 4 * math.log(math.pi))
+    const = (
+        -0.5 * n * d * math.log(2 * math.pi)
+        + 0.5 * k * d * math.log(PRIOR.mean_precision)
+        + k * log_b0
+        + log_c0
+        + k * d * (d - 1) / 4 * math.log(math.pi)
+    )
     # The bound is second order in the parameters' 1e-6 error (measured 1e-11 apart): 1e-8 allows that.
     assert ours.elbo[-1] == pytest.approx(sk.lower_bound_ + const, abs=1e-8)
 
@@ -250,7 +280,9 @@ def test_gaussian_mixture_e_step_is_prml_10_46():
     w = np.linalg.inv(state.w_inv.numpy())
     log_rho = np.empty((n, 4))
     for k in range(4):
-        e_log_det = special.digamma((nu[k] + 1 - np.arange(1, d + 1)) / 2).sum() + d * np.log(2) + np.linalg.slogdet(w[k])[1]
+        e_log_det = (
+            special.digamma((nu[k] + 1 - np.arange(1, d + 1)) / 2).sum() + d * np.log(2) + np.linalg.slogdet(w[k])[1]
+        )
         e_log_pi = special.digamma(alpha[k]) - special.digamma(alpha.sum())
         diff = x - m[k]
         quad = d / beta[k] + nu[k] * np.einsum("ni,ij,nj->n", diff, w[k], diff)
@@ -282,11 +314,16 @@ def test_gaussian_mixture_elbo_matches_monte_carlo_away_from_optimum():
     e_log_joint_z = (r * (pi.log()[:, None] + log_lik)).sum((1, 2)) - torch.xlogy(r, r).sum()
     w0 = torch.linalg.inv(torch.tensor(PRIOR.covariance, dtype=D64))
     m0 = torch.tensor(PRIOR.mean, dtype=D64)
-    log_prior = (Dirichlet(torch.full((3,), 0.5, dtype=D64)).log_prob(pi)
-                 + Wishart(torch.tensor(3.0, dtype=D64), w0).log_prob(lam).sum(1)
-                 + MultivariateNormal(m0, precision_matrix=0.1 * lam).log_prob(mu).sum(1))
-    log_q = (fit.weights.log_prob(pi) + fit.precisions.log_prob(lam).sum(1)
-             + MultivariateNormal(fit.means, precision_matrix=fit.mean_precision[:, None, None] * lam).log_prob(mu).sum(1))
+    log_prior = (
+        Dirichlet(torch.full((3,), 0.5, dtype=D64)).log_prob(pi)
+        + Wishart(torch.tensor(3.0, dtype=D64), w0).log_prob(lam).sum(1)
+        + MultivariateNormal(m0, precision_matrix=0.1 * lam).log_prob(mu).sum(1)
+    )
+    log_q = (
+        fit.weights.log_prob(pi)
+        + fit.precisions.log_prob(lam).sum(1)
+        + MultivariateNormal(fit.means, precision_matrix=fit.mean_precision[:, None, None] * lam).log_prob(mu).sum(1)
+    )
     mc_check(fit.elbo[-1], e_log_joint_z + log_prior - log_q)
 
 
@@ -295,17 +332,23 @@ def test_gaussian_mixture_elbo_matches_monte_carlo_away_from_optimum():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make, field", [
-    (lambda: CAVIConfig(max_iter=0), "max_iter"),
-    (lambda: CAVIConfig(tol=-1.0), "tol"),
-    (lambda: NormalGammaPrior(kappa=0.0), "kappa"),
-    (lambda: LinearRegressionPrior(noise_precision=-2.0), "noise_precision"),
-    (lambda: GaussianMixturePrior(mean_precision=float("nan")), "mean_precision"),
-    (lambda: cavi_normal_gamma([1.0, float("inf")]), "x"),
-    (lambda: cavi_linear_regression(np.ones((3, 2)), np.ones(4)), "rows"),
-    (lambda: cavi_gaussian_mixture(mixture_data(), 3, init=np.ones((5, 3))), "init"),
-    (lambda: cavi_gaussian_mixture(mixture_data(), 3, GaussianMixturePrior(degrees_of_freedom=0.5)), "degrees_of_freedom"),
-])
+@pytest.mark.parametrize(
+    "make, field",
+    [
+        (lambda: CAVIConfig(max_iter=0), "max_iter"),
+        (lambda: CAVIConfig(tol=-1.0), "tol"),
+        (lambda: NormalGammaPrior(kappa=0.0), "kappa"),
+        (lambda: LinearRegressionPrior(noise_precision=-2.0), "noise_precision"),
+        (lambda: GaussianMixturePrior(mean_precision=float("nan")), "mean_precision"),
+        (lambda: cavi_normal_gamma([1.0, float("inf")]), "x"),
+        (lambda: cavi_linear_regression(np.ones((3, 2)), np.ones(4)), "rows"),
+        (lambda: cavi_gaussian_mixture(mixture_data(), 3, init=np.ones((5, 3))), "init"),
+        (
+            lambda: cavi_gaussian_mixture(mixture_data(), 3, GaussianMixturePrior(degrees_of_freedom=0.5)),
+            "degrees_of_freedom",
+        ),
+    ],
+)
 def test_bad_input_names_the_cause(make, field):
     with pytest.raises(ValueError, match=field):
         make()

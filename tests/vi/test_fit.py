@@ -19,12 +19,16 @@ F64 = torch.float64
 # and the evidence is N(y | 0, 4 A A^T + 0.25 I) (Bishop 2006, eq. 3.86). A has correlated columns, so
 # the posterior is correlated and mean field cannot match it.
 _g = torch.Generator().manual_seed(0)
-A = torch.randn(6, 3, generator=_g, dtype=F64) @ torch.tensor([[1.0, 0.7, 0.0], [0.0, 0.7, 0.3], [0.0, 0.0, 0.5]], dtype=F64)
+A = torch.randn(6, 3, generator=_g, dtype=F64) @ torch.tensor(
+    [[1.0, 0.7, 0.0], [0.0, 0.7, 0.3], [0.0, 0.0, 0.5]], dtype=F64
+)
 Y = A @ torch.tensor([1.0, -1.0, 0.5], dtype=F64) + 0.5 * torch.randn(6, generator=_g, dtype=F64)
 PRECISION = torch.eye(3, dtype=F64) / 4 + A.T @ A / 0.25
 COV = torch.linalg.inv(PRECISION)
 MEAN = COV @ A.T @ Y / 0.25
-LOG_EVIDENCE = float(MultivariateNormal(torch.zeros(6, dtype=F64), 4 * A @ A.T + 0.25 * torch.eye(6, dtype=F64)).log_prob(Y))
+LOG_EVIDENCE = float(
+    MultivariateNormal(torch.zeros(6, dtype=F64), 4 * A @ A.T + 0.25 * torch.eye(6, dtype=F64)).log_prob(Y)
+)
 
 
 def conjugate_model():
@@ -83,9 +87,12 @@ def test_stochastic_fit_stops_by_itself_near_the_meanfield_optimum():
 def test_minibatch_stochastic_fit():
     g = torch.Generator().manual_seed(1)
     x = 1.5 + torch.randn(400, generator=g, dtype=F64)
-    model = vi.Model(spec={"mu": constraints.real}, data={"x": x},
-                     log_prior=lambda p: Normal(0.0, 10.0).log_prob(p["mu"]),
-                     log_lik=lambda p, b: Normal(p["mu"], 1.0).log_prob(b["x"]).sum())
+    model = vi.Model(
+        spec={"mu": constraints.real},
+        data={"x": x},
+        log_prior=lambda p: Normal(0.0, 10.0).log_prob(p["mu"]),
+        log_lik=lambda p, b: Normal(p["mu"], 1.0).log_prob(b["x"]).sum(),
+    )
     post = vi.fit(model, family="meanfield", seed=0, batch_size=40, window=100)
     assert post.info.method == "stochastic"
     exact_precision = 1 / 100 + 400
@@ -113,7 +120,9 @@ def test_posterior_results_api():
     assert torch.all((draws["w"].mean(0) - MEAN).abs() < 4 * COV.diagonal().sqrt() / math.sqrt(5000))
     table = post.summary(n=5000)
     assert list(table.index) == ["w[0]", "w[1]", "w[2]"] and list(table.columns) == ["mean", "sd", "5%", "50%", "95%"]
-    assert table["sd"].to_numpy() == pytest.approx(COV.diagonal().sqrt().numpy(), rel=0.05)  # sd from 5000 draws: ~1% error
+    assert table["sd"].to_numpy() == pytest.approx(
+        COV.diagonal().sqrt().numpy(), rel=0.05
+    )  # sd from 5000 draws: ~1% error
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         idata = post.to_arviz(200)
@@ -137,8 +146,11 @@ def test_auto_method_and_config_validation():
 
 def test_flow_beats_gaussians_on_a_skewed_posterior():
     # x ~ Gamma(1.5, 1), y | x ~ N(x, 0.5^2): normalised, so log p(x) = 0, and skewed on the log scale of x.
-    model = vi.Model(lambda p: Gamma(1.5, 1.0).log_prob(p["x"]) + Normal(p["x"], 0.5).log_prob(p["y"]),
-                     {"x": constraints.positive, "y": constraints.real}, name="skewed")
+    model = vi.Model(
+        lambda p: Gamma(1.5, 1.0).log_prob(p["x"]) + Normal(p["x"], 0.5).log_prob(p["y"]),
+        {"x": constraints.positive, "y": constraints.real},
+        name="skewed",
+    )
     gauss = vi.fit(model, family="fullrank", seed=0)
     flow = vi.fit(model, family="flow", seed=0, window=100, family_options={"transforms": 2, "hidden": 16})
     assert flow.info.method == "stochastic" and flow.info.converged
@@ -163,13 +175,16 @@ def test_non_finite_start_of_the_fixed_draw_objective_is_an_error(optimizer):
         vi.fit(model, seed=0, optimizer=optimizer)
 
 
-@pytest.mark.parametrize("family, optimizer", [("meanfield", "auto"), ("fullrank", "lbfgs"),
-                                               ("meanfield", "trust-ncg"), ("fullrank", "trust-exact")])
+@pytest.mark.parametrize(
+    "family, optimizer",
+    [("meanfield", "auto"), ("fullrank", "lbfgs"), ("meanfield", "trust-ncg"), ("fullrank", "trust-exact")],
+)
 def test_improper_posterior_is_named(family, optimizer):
     # The log density is flat in a: the ELBO rises without bound as q's sd for a grows. It used to end
     # in scipy's "array must not contain infs or NaNs" (trust-exact) or a reported sd of 6e307 (L-BFGS).
-    model = vi.Model(lambda p: 0 * p["a"] + Normal(0.0, 1.0).log_prob(p["b"]),
-                     {"a": constraints.real, "b": constraints.real})
+    model = vi.Model(
+        lambda p: 0 * p["a"] + Normal(0.0, 1.0).log_prob(p["b"]), {"a": constraints.real, "b": constraints.real}
+    )
     with pytest.raises(vi.ModelError, match="q's scale for parameter 'a' diverges: .*improper"):
         vi.fit(model, family=family, optimizer=optimizer, seed=0)
 
@@ -196,8 +211,10 @@ def test_deterministic_importance_weighted_fit_is_refused():
 
 def test_partial_init_starts_inside_the_support():
     # log(a - 2) is NaN at the default start a = exp(0) = 1; init a = 3 fixes it, b keeps z = 0.
-    model = vi.Model(lambda p: torch.log(p["a"] - 2.0) - p["a"] + Normal(0.0, 1.0).log_prob(p["b"]),
-                     {"a": constraints.positive, "b": constraints.real})
+    model = vi.Model(
+        lambda p: torch.log(p["a"] - 2.0) - p["a"] + Normal(0.0, 1.0).log_prob(p["b"]),
+        {"a": constraints.positive, "b": constraints.real},
+    )
     with pytest.raises(vi.ModelError, match="check parameter 'a'.*--init NAME=VALUE"):
         vi.fit(model, seed=0)
     post = vi.fit(model, seed=0, init={"a": 3.0}, init_scale=0.01)

@@ -67,14 +67,15 @@ def test_fit_table_shows_the_python_api_numbers(capsys):
     for name, row in expected["summary"].items():  # printed to 3 decimals
         assert rows[name] == pytest.approx(list(row.values()), abs=5e-4), name
     assert lines[13] == f"MC err {info['mc_error']:.3f} of q's sd on the means ({info['draws']} fixed draws" + (
-        f" and {info['correction_draws']} fresh ones to reduce it)" if info["correction_draws"] else ")") + (
-        "; more --draws would lower it" if info["mc_error"] > 0.01 else "")
+        f" and {info['correction_draws']} fresh ones to reduce it)" if info["correction_draws"] else ")"
+    ) + ("; more --draws would lower it" if info["mc_error"] > 0.01 else "")
     assert lines[12] == f"ELBO   {expected['elbo']:.3f} +/- {expected['elbo_se']:.3f}"
     k = expected["khat"]
     verdict = "ok" if k <= 0.5 else "usable with care" if k <= 0.7 else "NOT TRUSTWORTHY: q is a poor fit (> 0.7)"
     assert lines[14] == f"k-hat  {k:.2f}  {verdict}"
     assert lines[15].startswith("time   ") and lines[15].endswith(
-        f" s  ({info['objective_evals']} objective evaluations, {info['grad_evals']} log-density gradients)")
+        f" s  ({info['objective_evals']} objective evaluations, {info['grad_evals']} log-density gradients)"
+    )
 
 
 def test_mc_tol_zero_estimates_without_correcting(capsys):
@@ -95,19 +96,29 @@ def test_missing_file_and_missing_model_are_named(tmp_path):
         _run(["fit", str(empty)])
 
 
-@pytest.mark.parametrize("argv, error, message", [
-    # a file that is not .py: importlib has no loader for it (it was an AttributeError)
-    (["model.txt"], UserError, r"model\.txt: a model file must be a Python file ending in \.py, got '\.txt'"),
-    # a vector init of the wrong length (it was a RuntimeError from expand)
-    ([str(EXAMPLE), "--init", "theta_trans=1,2"], UserError,
-     r"^init for parameter 'theta_trans' has shape \(2,\), but 'theta_trans' has shape \(8,\): give one value or 8$"),
-    # outside the support (the message used to blame theta_trans)
-    ([str(EXAMPLE), "--init", "tau=-1"], UserError, r"^init tau=-1 is outside the support of 'tau' \(constraint GreaterThan"),
-    # 0 used to mean the default 64
-    ([str(EXAMPLE), "--draws", "0"], ConfigError, r"^draws must be >= 1 or None, got 0$"),
-    ([str(EXAMPLE), "--mc-tol", "-1"], ConfigError, r"^--mc-tol must be >= 0, got -1\.0$"),
-    ([str(EXAMPLE), "--init", "a"], ConfigError, r"^--init 'a': expected NAME=VALUE"),
-])
+@pytest.mark.parametrize(
+    "argv, error, message",
+    [
+        # a file that is not .py: importlib has no loader for it (it was an AttributeError)
+        (["model.txt"], UserError, r"model\.txt: a model file must be a Python file ending in \.py, got '\.txt'"),
+        # a vector init of the wrong length (it was a RuntimeError from expand)
+        (
+            [str(EXAMPLE), "--init", "theta_trans=1,2"],
+            UserError,
+            r"^init for parameter 'theta_trans' has shape \(2,\), but 'theta_trans' has shape \(8,\): give one value or 8$",
+        ),
+        # outside the support (the message used to blame theta_trans)
+        (
+            [str(EXAMPLE), "--init", "tau=-1"],
+            UserError,
+            r"^init tau=-1 is outside the support of 'tau' \(constraint GreaterThan",
+        ),
+        # 0 used to mean the default 64
+        ([str(EXAMPLE), "--draws", "0"], ConfigError, r"^draws must be >= 1 or None, got 0$"),
+        ([str(EXAMPLE), "--mc-tol", "-1"], ConfigError, r"^--mc-tol must be >= 0, got -1\.0$"),
+        ([str(EXAMPLE), "--init", "a"], ConfigError, r"^--init 'a': expected NAME=VALUE"),
+    ],
+)
 def test_bad_input_is_one_error_line_naming_the_cause(tmp_path, argv, error, message):
     if argv == ["model.txt"]:
         (tmp_path / "model.txt").write_text(EXAMPLE.read_text())
@@ -120,30 +131,47 @@ def test_bad_input_is_one_error_line_naming_the_cause(tmp_path, argv, error, mes
 def test_a_model_file_that_exits_is_an_error_not_an_exit_status(tmp_path):
     path = _model_file(tmp_path, "exits.py", "import sys\nsys.exit(7)\n")
     # Through the top-level CLI: one line on stderr and status 2, not a silent exit with status 7.
-    result = subprocess.run([sys.executable, "-m", "variational", "fit", str(path)], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(SRC)})
+    result = subprocess.run(
+        [sys.executable, "-m", "variational", "fit", str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+    )
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr == f"variational: error: {path}: the model file called sys.exit(7) while it was loaded; " \
-                            "it must define `model` and return\n"
+    assert (
+        result.stderr == f"variational: error: {path}: the model file called sys.exit(7) while it was loaded; "
+        "it must define `model` and return\n"
+    )
 
 
 def test_help_says_the_model_file_is_executed():
-    help_text = subprocess.run([sys.executable, "-m", "variational", "fit", "--help"], capture_output=True, text=True,
-                               env={**os.environ, "PYTHONPATH": str(SRC)}, check=True).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "variational", "fit", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        check=True,
+    ).stdout
     assert "MODEL.py is executed as Python code" in help_text and "do not run a file you do not trust" in help_text
 
 
 def _model_file(tmp_path, name, body):
     path = tmp_path / name
-    path.write_text("import math\nimport torch\nfrom torch.distributions import Normal, constraints\n"
-                    "from variational import vi\n" + body)
+    path.write_text(
+        "import math\nimport torch\nfrom torch.distributions import Normal, constraints\n"
+        "from variational import vi\n" + body
+    )
     return path
 
 
 def test_non_finite_results_give_strict_json_and_no_ok(capsys, tmp_path):
     # A normal truncated at 2 without a constraint saying so: draws from q beyond 2 have log density -inf.
-    path = _model_file(tmp_path, "trunc.py", "model = vi.Model(lambda p: Normal(0.0, 1.0).log_prob(p['a'])"
-                       " + torch.where(p['a'] > 2.0, -math.inf, 0.0), {'a': constraints.real})\n")
+    path = _model_file(
+        tmp_path,
+        "trunc.py",
+        "model = vi.Model(lambda p: Normal(0.0, 1.0).log_prob(p['a'])"
+        " + torch.where(p['a'] > 2.0, -math.inf, 0.0), {'a': constraints.real})\n",
+    )
     assert _run(["fit", str(path), "--json"]) == 0
     out = capsys.readouterr().out
     record = json.loads(out, parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))
@@ -157,11 +185,17 @@ def test_non_finite_results_give_strict_json_and_no_ok(capsys, tmp_path):
     assert "NOT TRUSTWORTHY: the log density is -inf at" in text and " ok" not in text
 
 
-@pytest.mark.parametrize("body, where", [
-    ("x = (\n", r"broken\.py:5: SyntaxError: '\(' was never closed"),
-    ("import no_such_module_here\n", r"broken\.py:5: ModuleNotFoundError: No module named 'no_such_module_here'"),
-    ("model = vi.Model(lambda p: p['a'], {'a': 'real'})\n", r"broken\.py:5: ModelError: parameter 'a': 'real' is not"),
-])
+@pytest.mark.parametrize(
+    "body, where",
+    [
+        ("x = (\n", r"broken\.py:5: SyntaxError: '\(' was never closed"),
+        ("import no_such_module_here\n", r"broken\.py:5: ModuleNotFoundError: No module named 'no_such_module_here'"),
+        (
+            "model = vi.Model(lambda p: p['a'], {'a': 'real'})\n",
+            r"broken\.py:5: ModelError: parameter 'a': 'real' is not",
+        ),
+    ],
+)
 def test_broken_model_file_is_one_line_naming_the_line(tmp_path, body, where):
     path = _model_file(tmp_path, "broken.py", body)
     with pytest.raises(UserError, match=where) as err:
@@ -171,8 +205,11 @@ def test_broken_model_file_is_one_line_naming_the_line(tmp_path, body, where):
 
 def test_init_objective_and_estimator_options(capsys, tmp_path):
     # log(a - 2) is NaN at the default start a = 1: the error advises --init, which then works.
-    path = _model_file(tmp_path, "shifted.py", "model = vi.Model(lambda p: torch.log(p['a'] - 2.0) - p['a'], "
-                       "{'a': constraints.positive})\n")
+    path = _model_file(
+        tmp_path,
+        "shifted.py",
+        "model = vi.Model(lambda p: torch.log(p['a'] - 2.0) - p['a'], {'a': constraints.positive})\n",
+    )
     with pytest.raises(ValueError, match="check parameter 'a'.*--init NAME=VALUE"):
         _run(["fit", str(path)])
     assert _run(["fit", str(path), "--init", "a=3", "--json"]) == 0
@@ -184,8 +221,11 @@ def test_init_objective_and_estimator_options(capsys, tmp_path):
         _run(["fit", str(path), "--init", "a=3", "--objective", "iw", "--method", "deterministic"])
     with pytest.raises(ValueError, match="estimator='stl' is biased"):
         _run(["fit", str(path), "--init", "a=3", "--objective", "iw", "--estimator", "stl"])
-    normal = _model_file(tmp_path, "normal.py", "model = vi.Model(lambda p: Normal(1.0, 2.0).log_prob(p['x']), "
-                         "{'x': constraints.real})\n")
+    normal = _model_file(
+        tmp_path,
+        "normal.py",
+        "model = vi.Model(lambda p: Normal(1.0, 2.0).log_prob(p['x']), {'x': constraints.real})\n",
+    )
     assert _run(["fit", str(normal), "--objective", "iw", "--k", "4", "--estimator", "reparam", "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["fit"]["method"] == "stochastic" and record["fit"]["converged"]
@@ -195,7 +235,9 @@ def test_init_objective_and_estimator_options(capsys, tmp_path):
 
 
 def test_help_imports_neither_torch_nor_scipy():
-    code = ("import sys, variational.cli as c; c.build_parser(); "
-            "print(sorted(m for m in ('torch', 'scipy', 'numpy') if m in sys.modules))")
+    code = (
+        "import sys, variational.cli as c; c.build_parser(); "
+        "print(sorted(m for m in ('torch', 'scipy', 'numpy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

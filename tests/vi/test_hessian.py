@@ -32,13 +32,18 @@ def brute_force_hessian(model, q, eps):
         offset = 0
         with torch.no_grad():
             for p in params:
-                p.copy_(x[offset: offset + p.numel()].reshape(p.shape))
+                p.copy_(x[offset : offset + p.numel()].reshape(p.shape))
                 offset += p.numel()
         return fixed_draw_objective(model, q, eps)
 
     objective(flat)
-    grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(fixed_draw_objective(model, q, eps), params, create_graph=True)])
-    cols = [torch.cat([h.reshape(-1) for h in torch.autograd.grad(grad[i], params, retain_graph=True)]) for i in range(len(flat))]
+    grad = torch.cat(
+        [g.reshape(-1) for g in torch.autograd.grad(fixed_draw_objective(model, q, eps), params, create_graph=True)]
+    )
+    cols = [
+        torch.cat([h.reshape(-1) for h in torch.autograd.grad(grad[i], params, retain_graph=True)])
+        for i in range(len(flat))
+    ]
     return torch.stack(cols)
 
 
@@ -61,7 +66,9 @@ def test_hessian_of_a_gaussian_target_in_closed_form():
     # draws, so d2F/dm2 = -P (all of it, cross terms included), d2F/dlog s_j^2 = -2 P_jj s_j^2, no m-s cross terms.
     precision = torch.tensor([[2.0, 0.6], [0.6, 1.0]], dtype=F64)
     model = vi.Model(lambda p: -0.5 * p["z"] @ precision @ p["z"], {"z": (constraints.real, (2,))})
-    q = make_family("meanfield", 2, loc=torch.tensor([0.5, -1.0], dtype=F64), scale=torch.tensor([0.3, 0.7], dtype=F64)).to(F64)
+    q = make_family(
+        "meanfield", 2, loc=torch.tensor([0.5, -1.0], dtype=F64), scale=torch.tensor([0.3, 0.7], dtype=F64)
+    ).to(F64)
     H = fixed_draw_hessian(model, q, moment_matched_noise(q, 64, torch.Generator().manual_seed(0)))
     expected = torch.zeros(4, 4, dtype=F64)
     expected[:2, :2] = -precision
@@ -100,7 +107,10 @@ def test_choose_optimizer_rule():
     q_small, q_large = make_family("meanfield", 3), make_family("fullrank", 40)  # 6 and 860 parameters
     assert choose_optimizer("auto", "elbo", q_small, 6) == [("lbfgs", 50), ("trust-exact", 10**9)]
     assert [o for o, _ in choose_optimizer("auto", "elbo", q_large, 860)] == ["lbfgs", "trust-ncg"]  # > 500
-    assert [o for o, _ in choose_optimizer("auto", "iw", q_small, 6)] == ["lbfgs", "trust-ncg"]  # no closed-form Hessian
+    assert [o for o, _ in choose_optimizer("auto", "iw", q_small, 6)] == [
+        "lbfgs",
+        "trust-ncg",
+    ]  # no closed-form Hessian
     assert choose_optimizer("trust-ncg", "elbo", q_small, 6) == [("trust-ncg", 10**9)]
     with pytest.raises(ValueError, match="trust-exact.*needs objective='elbo'"):
         choose_optimizer("trust-exact", "iw", q_small, 6)

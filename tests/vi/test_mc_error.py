@@ -36,7 +36,7 @@ def test_per_draw_gradients_are_each_draws_own_gradient(family):
     params = [p for p in q.parameters() if p.requires_grad]
     batched = mc_error._per_draw_gradients(model, q, eps, params)
     for m in range(len(eps)):
-        one = torch.autograd.grad(model.log_density(q.transform_noise(eps[m:m + 1])).sum(), params)
+        one = torch.autograd.grad(model.log_density(q.transform_noise(eps[m : m + 1])).sum(), params)
         torch.testing.assert_close(batched[m], torch.cat([g.reshape(-1) for g in one]), rtol=1e-12, atol=1e-12)
 
 

@@ -8,13 +8,13 @@ import warnings
 
 import arviz as az
 import numpy as np
+import posteriordb_models as pdb  # bench/, put on sys.path by tests/vi/conftest.py
 import pytest
 import torch
+from posteriordb_models import linear_recurrence
 from torch.distributions import HalfCauchy, HalfNormal, Normal, StudentT
 
 from variational import vi
-import posteriordb_models as pdb  # bench/, put on sys.path by tests/vi/conftest.py
-from posteriordb_models import linear_recurrence
 
 D64 = torch.float64
 
@@ -22,9 +22,16 @@ D64 = torch.float64
 def f64(*values: float) -> list[torch.Tensor]:
     """float64 distribution parameters, so the transcriptions' constants carry no float32 rounding."""
     return [torch.tensor(v, dtype=D64) for v in values]
+
+
 WITH_REFERENCE = [
-    "arK-arK", "diamonds-diamonds", "eight_schools-eight_schools_noncentered", "garch-garch11",
-    "gp_pois_regr-gp_pois_regr", "low_dim_gauss_mix-low_dim_gauss_mix", "sblrc-blr",
+    "arK-arK",
+    "diamonds-diamonds",
+    "eight_schools-eight_schools_noncentered",
+    "garch-garch11",
+    "gp_pois_regr-gp_pois_regr",
+    "low_dim_gauss_mix-low_dim_gauss_mix",
+    "sblrc-blr",
 ]
 
 
@@ -92,7 +99,7 @@ def draws_at(e, seed, n=3):
 
 def test_garch_and_arma_scans_match_the_loops_in_info_json(entries):
     e, y = entries["garch-garch11"], torch.tensor(entries["garch-garch11"].data["y"], dtype=D64)
-    for i, p in enumerate(zip(*[v for v in draws_at(e, 0).values()])):
+    for p in zip(*[v for v in draws_at(e, 0).values()]):
         mu, a0, a1, r = p
         b1, sigma, total = r * (1 - a1), torch.tensor(e.data["sigma1"], dtype=D64), 0.0
         for t in range(len(y)):
@@ -109,8 +116,12 @@ def test_garch_and_arma_scans_match_the_loops_in_info_json(entries):
         for t in range(1, len(y)):
             err = y[t] - (mu + phi * y[t - 1] + theta * err)
             total = total + Normal(0.0, sigma).log_prob(err)
-        prior = (Normal(*f64(0.0, 10.0)).log_prob(mu) + Normal(*f64(0.0, 2.0)).log_prob(phi) + Normal(*f64(0.0, 2.0)).log_prob(theta)
-                 + HalfCauchy(*f64(2.5)).log_prob(sigma))
+        prior = (
+            Normal(*f64(0.0, 10.0)).log_prob(mu)
+            + Normal(*f64(0.0, 2.0)).log_prob(phi)
+            + Normal(*f64(0.0, 2.0)).log_prob(theta)
+            + HalfCauchy(*f64(2.5)).log_prob(sigma)
+        )
         one = {"mu": mu, "phi": phi, "theta": theta, "sigma": sigma}
         assert e.model.log_joint(one).item() == pytest.approx((total + prior).item(), rel=1e-10)
 
@@ -119,9 +130,15 @@ def test_ark_lags_match_the_sum_in_info_json(entries):
     e = entries["arK-arK"]
     y, k = torch.tensor(e.data["y"], dtype=D64), e.data["K"]
     p = {name: v[0] for name, v in draws_at(e, 2).items()}
-    lik = sum(Normal(p["alpha"] + sum(p["beta"][j] * y[t - j - 1] for j in range(k)), p["sigma"]).log_prob(y[t])
-              for t in range(k, len(y)))
-    prior = Normal(*f64(0.0, 10.0)).log_prob(p["alpha"]) + Normal(*f64(0.0, 10.0)).log_prob(p["beta"]).sum() + HalfCauchy(*f64(2.5)).log_prob(p["sigma"])
+    lik = sum(
+        Normal(p["alpha"] + sum(p["beta"][j] * y[t - j - 1] for j in range(k)), p["sigma"]).log_prob(y[t])
+        for t in range(k, len(y))
+    )
+    prior = (
+        Normal(*f64(0.0, 10.0)).log_prob(p["alpha"])
+        + Normal(*f64(0.0, 10.0)).log_prob(p["beta"]).sum()
+        + HalfCauchy(*f64(2.5)).log_prob(p["sigma"])
+    )
     assert e.model.log_joint(p).item() == pytest.approx((lik + prior).item(), rel=1e-10)
 
 
@@ -129,8 +146,17 @@ def regression_design(name, data):
     """Each regression's design and response, written out again from info.json."""
     if name == "nes2000-nes":
         age = np.array(data["age_discrete"])
-        cols = [np.ones(len(age)), data["real_ideo"], data["race_adj"], age == 2, age == 3, age == 4,
-                data["educ1"], data["gender"], data["income"]]
+        cols = [
+            np.ones(len(age)),
+            data["real_ideo"],
+            data["race_adj"],
+            age == 2,
+            age == 3,
+            age == 4,
+            data["educ1"],
+            data["gender"],
+            data["income"],
+        ]
         return np.column_stack(cols).astype(float), np.array(data["partyid7"], float), "beta"
     if name == "earnings-logearn_interaction":
         h, m = np.array(data["height"], float), np.array(data["male"], float)
@@ -144,9 +170,15 @@ def regression_design(name, data):
 REGRESSION_PRIORS = {  # log prior of each regression, from info.json
     "nes2000-nes": lambda p: 0.0,
     "earnings-logearn_interaction": lambda p: 0.0,
-    "sblrc-blr": lambda p: Normal(*f64(0.0, 10.0)).log_prob(p["beta"]).sum() + HalfNormal(*f64(10.0)).log_prob(p["sigma"]),
-    "diamonds-diamonds": lambda p: (Normal(*f64(0.0, 1.0)).log_prob(p["b"]).sum() + StudentT(*f64(3.0, 8.0, 10.0)).log_prob(p["Intercept"])
-                                    + StudentT(*f64(3.0, 0.0, 10.0)).log_prob(p["sigma"]) + math.log(2)),
+    "sblrc-blr": lambda p: (
+        Normal(*f64(0.0, 10.0)).log_prob(p["beta"]).sum() + HalfNormal(*f64(10.0)).log_prob(p["sigma"])
+    ),
+    "diamonds-diamonds": lambda p: (
+        Normal(*f64(0.0, 1.0)).log_prob(p["b"]).sum()
+        + StudentT(*f64(3.0, 8.0, 10.0)).log_prob(p["Intercept"])
+        + StudentT(*f64(3.0, 0.0, 10.0)).log_prob(p["sigma"])
+        + math.log(2)
+    ),
 }
 
 

@@ -60,8 +60,7 @@ def test_softplus_tail_meanfield_is_flagged():
 def test_proper_posterior_is_not_flagged(method):
     # N(3, 2^2) x N(-1, 0.5^2): q's location moves and its sd grows 20-fold from the start (z = 0, sd 0.1),
     # early in the fit; then it settles, and the fit is trusted.
-    model = vi.Model(lambda p: Normal(3.0, 2.0).log_prob(p["a"]) + Normal(-1.0, 0.5).log_prob(p["b"]),
-                     {"a": R, "b": R})
+    model = vi.Model(lambda p: Normal(3.0, 2.0).log_prob(p["a"]) + Normal(-1.0, 0.5).log_prob(p["b"]), {"a": R, "b": R})
     post = vi.fit(model, family="meanfield", method=method, seed=0)
     assert post.info.improper is None and post.info.converged and post.trustworthy
     # q's family holds the exact posterior; Adam's noise leaves a few percent of an sd (0.1 is 0.05 of

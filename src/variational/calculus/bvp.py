@@ -16,8 +16,8 @@ Example:
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from scipy.integrate import IntegrationWarning, cumulative_trapezoid, quad, solve_bvp
@@ -80,8 +80,13 @@ def functional_value(compiled: CompiledFunctional, states: Callable, interval, p
     p = np.asarray(p, float)
     with warnings.catch_warnings(), np.errstate(all="ignore"):  # a nan J is reported by verify_extremal
         warnings.simplefilter("ignore", IntegrationWarning)
-        value, err = quad(lambda t: float(compiled.lagrangian(np.array([t]), states(np.array([t])), p)[0]),
-                          *interval, limit=400, epsabs=1e-12, epsrel=1e-10)
+        value, err = quad(
+            lambda t: float(compiled.lagrangian(np.array([t]), states(np.array([t])), p)[0]),
+            *interval,
+            limit=400,
+            epsabs=1e-12,
+            epsrel=1e-10,
+        )
     return value, err
 
 
@@ -116,6 +121,7 @@ def _boundary(problem: Problem, functional: Functional, compiled: CompiledFuncti
         res += [sa[k0 + k] for k in range(len(compiled.values))]
         res += [sb[k0 + k] - c for k, c in enumerate(compiled.values)]
         return np.array(res, dtype=float)
+
     return bc
 
 
@@ -138,8 +144,10 @@ def _mapped(problem: Problem):
     if sub is None:
         return problem.functional, problem.left, problem.right, problem.guess, (lambda v: v)
     fun = problem.functional.substitute(sub.old, sub.expression, sub.new)
-    m = lambda conds: tuple(tuple(None if v is None else float(sub.to_new(np.array(v))) for v in c)  # noqa: E731
-                            for c in conds)
+
+    def m(conds):
+        return tuple(tuple(None if v is None else float(sub.to_new(np.array(v))) for v in c) for c in conds)
+
     return fun, m(problem.left), m(problem.right), (lambda x: sub.to_new(problem.guess(x))), sub.to_old
 
 
@@ -153,6 +161,7 @@ def _clamped(compiled: CompiledFunctional, problem: Problem) -> Callable:
         for i in range(compiled.n_functions):
             s[compiled.offset(i)] = np.maximum(s[compiled.offset(i)], sub.floor)
         return compiled.rhs(x, s, p)
+
     return rhs
 
 
@@ -188,8 +197,9 @@ def solve_bvp_problem(problem: Problem, config: BVPConfig = BVPConfig()) -> Solu
     solution.extremal.solver["refinement_change"] = change
     # solve_bvp meets the end conditions to tol in its own variables; a substitution (y = -w^(2/3) at the
     # brachistochrone's start) can enlarge that, so the check is for gross misses, at the refinement test's sqrt(tol).
-    verify_extremal(problem, solution.extremal, end_tol=np.sqrt(config.tol), functional=functional,
-                    curve=solution.curve)
+    verify_extremal(
+        problem, solution.extremal, end_tol=np.sqrt(config.tol), functional=functional, curve=solution.curve
+    )
     return solution
 
 
@@ -209,14 +219,18 @@ def confirm_by_refinement(problem: Problem, system, sol, curve_of, config: BVPCo
     a, b = problem.interval
     mesh = np.sort(np.concatenate([sol.x, (sol.x[1:] + sol.x[:-1]) / 2]))
     with np.errstate(all="ignore"):
-        fine = solve_bvp(fun, bc, mesh, sol.sol(mesh), p=sol.p, tol=config.tol,
-                         max_nodes=max(config.max_nodes, 2 * mesh.size))
+        fine = solve_bvp(
+            fun, bc, mesh, sol.sol(mesh), p=sol.p, tol=config.tol, max_nodes=max(config.max_nodes, 2 * mesh.size)
+        )
     x = graded_mesh(a, b, config.grid, problem.grading)
     coarse = curve_of(sol.sol(x))
     scale = curve_scale(problem, coarse)
     if fine.status != 0 or not np.all(np.isfinite(fine.y)):
-        raise _failure(problem, f"the curve found could not be confirmed: solving again on a mesh twice as fine "
-                                f"failed (status {fine.status}, {fine.message})")
+        raise _failure(
+            problem,
+            f"the curve found could not be confirmed: solving again on a mesh twice as fine "
+            f"failed (status {fine.status}, {fine.message})",
+        )
     change = float(np.max(np.abs(curve_of(fine.sol(x)) - coarse))) / scale
     if change > np.sqrt(config.tol):
         raise _unresolved(problem, change, scale, config.tol, resonance(problem, sol))
@@ -229,21 +243,28 @@ def resonance(problem: Problem, sol) -> float | None:
         return None
     functional = problem.functional
     n = len(functional.functions)  # first order: the states are y_i, y_i' in pairs
-    curve = lambda t: (sol.sol(t)[0:2 * n:2], sol.sol(t)[1:2 * n:2])  # noqa: E731
+    curve = lambda t: (sol.sol(t)[0 : 2 * n : 2], sol.sol(t)[1 : 2 * n : 2])  # noqa: E731
     return end_conjugacy(functional, curve, problem.interval, sol.p if sol.p is not None else ())
 
 
 def _unresolved(problem: Problem, change: float, scale: float, tol: float, conjugacy: float | None) -> SolveError:
-    why = (f"solving again on a mesh twice as fine changes the curve by {change:.1e} relative to its scale "
-           f"(max |y| = {scale:.3g}), where a resolved extremal changes by less than sqrt(tol) = {np.sqrt(tol):.0e}")
+    why = (
+        f"solving again on a mesh twice as fine changes the curve by {change:.1e} relative to its scale "
+        f"(max |y| = {scale:.3g}), where a resolved extremal changes by less than sqrt(tol) = {np.sqrt(tol):.0e}"
+    )
     if conjugacy is not None and conjugacy < 1e-3:  # the boundary problem is (all but) singular
         a, b = problem.interval
         return NoExtremalError(
             f"{problem.name}: no smooth extremal with these end values: {why}; the end point x={b:g} is conjugate "
             f"to x={a:g} (the Jacobi field from x={a:g} is back to {conjugacy:.1e} of its largest value there), so "
-            "the boundary problem is resonant and only special end values have a solution")
-    return SolveError(problem.advise(f"{problem.name}: the Euler-Lagrange boundary problem is not resolved: {why}; "
-                                     "there may be no smooth extremal with these end values, or raise max_nodes"))
+            "the boundary problem is resonant and only special end values have a solution"
+        )
+    return SolveError(
+        problem.advise(
+            f"{problem.name}: the Euler-Lagrange boundary problem is not resolved: {why}; "
+            "there may be no smooth extremal with these end values, or raise max_nodes"
+        )
+    )
 
 
 def _package(problem, functional, compiled, sol, back, config) -> Solution:
@@ -258,16 +279,28 @@ def _package(problem, functional, compiled, sol, back, config) -> Solution:
         if floor is not None:
             s[rows] = np.maximum(s[rows], floor)
         return s
+
     x = graded_mesh(a, b, config.grid, problem.grading)
     y = np.asarray(back(sol.sol(x)[rows]))
     J, J_err = functional_value(compiled, states, problem.interval, p)
     extremal = Extremal(
-        x=x, y=np.atleast_2d(y), J=J, status="stationary", method="bvp", functions=problem.function_names,
-        multipliers={str(m): float(v) for m, v in zip(functional.multipliers, p)}, problem=problem.name,
-        solver={"message": sol.message, "nodes": int(sol.x.size), "iterations": int(sol.niter),
-                "max_rms_residual": float(np.max(sol.rms_residuals)), "tol": config.tol,
-                "J_quadrature_error": J_err}
-        | ({"substitution": problem.substitution.reason} if problem.substitution else {}))
+        x=x,
+        y=np.atleast_2d(y),
+        J=J,
+        status="stationary",
+        method="bvp",
+        functions=problem.function_names,
+        multipliers={str(m): float(v) for m, v in zip(functional.multipliers, p)},
+        problem=problem.name,
+        solver={
+            "message": sol.message,
+            "nodes": int(sol.x.size),
+            "iterations": int(sol.niter),
+            "max_rms_residual": float(np.max(sol.rms_residuals)),
+            "tol": config.tol,
+            "J_quadrature_error": J_err,
+        }
+        | ({"substitution": problem.substitution.reason} if problem.substitution else {}),
+    )
     slope_rows = [r + 1 for r in rows]
     return Solution(extremal, functional, p, lambda t: (sol.sol(t)[rows], sol.sol(t)[slope_rows]))
-

@@ -45,51 +45,106 @@ run `variational calculus list` for the classic problems and their parameters.""
 
 def register(subparsers) -> None:
     """Add the `calculus` command group with `euler-lagrange`, `solve` and `list`."""
-    top = subparsers.add_parser("calculus", help="calculus of variations: Euler-Lagrange equations, extremals",
-                                description="Calculus of variations: functionals J[y] = integral F(x, y, y') dx.")
+    top = subparsers.add_parser(
+        "calculus",
+        help="calculus of variations: Euler-Lagrange equations, extremals",
+        description="Calculus of variations: functionals J[y] = integral F(x, y, y') dx.",
+    )
     sub = top.add_subparsers(dest="calculus_command", metavar="SUBCOMMAND", required=True)
-    el = sub.add_parser("euler-lagrange", help="print the Euler-Lagrange equations of a Lagrangian",
-                        epilog=EL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    el = sub.add_parser(
+        "euler-lagrange",
+        help="print the Euler-Lagrange equations of a Lagrangian",
+        epilog=EL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     el.add_argument("lagrangian", metavar="EXPR", help="the integrand F, in SymPy syntax plus y' and u_x notation")
     el.add_argument("--function", action="append", help="unknown function name (repeat for several; default y)")
     el.add_argument("--variable", action="append", help="independent variable (repeat for several; default x)")
-    el.add_argument("--constraint", action="append", default=[], metavar="G=VALUE",
-                    help="isoperimetric constraint integral G dx = VALUE (adds a multiplier lambda_k)")
-    el.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                    help="give a parameter of the Lagrangian a value (such as g=9.81)")
+    el.add_argument(
+        "--constraint",
+        action="append",
+        default=[],
+        metavar="G=VALUE",
+        help="isoperimetric constraint integral G dx = VALUE (adds a multiplier lambda_k)",
+    )
+    el.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="give a parameter of the Lagrangian a value (such as g=9.81)",
+    )
     el.add_argument("--json", action="store_true", help="print JSON instead of text")
     el.set_defaults(handler=_euler_lagrange)
-    so = sub.add_parser("solve", help="solve a classic problem or your own functional, and check the extremal",
-                        description="Find and check the extremal of a classic problem (PROBLEM) or of your own "
-                                    "functional (--lagrangian with --interval, --left and --right).",
-                        epilog=SOLVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    so.add_argument("problem", nargs="?", metavar="PROBLEM",
-                    help="a classic problem's name (see `variational calculus list`); leave out with --lagrangian")
-    so.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                    help="change a problem's parameter, or give a value to a parameter of --lagrangian")
+    so = sub.add_parser(
+        "solve",
+        help="solve a classic problem or your own functional, and check the extremal",
+        description="Find and check the extremal of a classic problem (PROBLEM) or of your own "
+        "functional (--lagrangian with --interval, --left and --right).",
+        epilog=SOLVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    so.add_argument(
+        "problem",
+        nargs="?",
+        metavar="PROBLEM",
+        help="a classic problem's name (see `variational calculus list`); leave out with --lagrangian",
+    )
+    so.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change a problem's parameter, or give a value to a parameter of --lagrangian",
+    )
     so.add_argument("--method", choices=("bvp", "direct"), help="solve_bvp (default) or direct L-BFGS")
     so.add_argument("--nodes", type=int, help="initial mesh (bvp) or mesh (direct) size")
-    so.add_argument("--plot", metavar="FILE", help="save the extremal (beside the exact curve and a naive path "
-                                                 "for a classic problem)")
+    so.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="save the extremal (beside the exact curve and a naive path for a classic problem)",
+    )
     so.add_argument("--json", action="store_true", help="print the result (with the curve) as JSON")
     own = so.add_argument_group("your own problem (instead of PROBLEM)")
     own.add_argument("--lagrangian", metavar="EXPR", help="the integrand F, in the notation of euler-lagrange")
-    own.add_argument("--function", action="append", metavar="NAME",
-                     help="unknown function name (repeat for several; default y)")
+    own.add_argument(
+        "--function", action="append", metavar="NAME", help="unknown function name (repeat for several; default y)"
+    )
     own.add_argument("--variable", metavar="NAME", help="independent variable (default x)")
     own.add_argument("--interval", nargs=2, metavar=("A", "B"), help="the interval [A, B]")
-    own.add_argument("--left", action="append", metavar="VALUES",
-                     help="end condition at A for each function: a value, `free`, or f,f' (order 2)")
+    own.add_argument(
+        "--left",
+        action="append",
+        metavar="VALUES",
+        help="end condition at A for each function: a value, `free`, or f,f' (order 2)",
+    )
     own.add_argument("--right", action="append", metavar="VALUES", help="end condition at B, as --left")
-    own.add_argument("--constraint", action="append", default=[], metavar="G=VALUE",
-                     help="isoperimetric constraint integral G dx = VALUE (repeat for several)")
-    own.add_argument("--guess", action="append", metavar="EXPR",
-                     help="starting curve of each function, an expression in the variable "
-                          "(default: the straight line between the end values)")
-    own.add_argument("--multiplier-guess", action="append", metavar="VALUE",
-                     help="starting value of each constraint's Lagrange multiplier (default 1)")
-    own.add_argument("--sense", choices=("min", "max"), default=None,
-                     help="minimise (default) or maximise J; the second-variation check judges against it")
+    own.add_argument(
+        "--constraint",
+        action="append",
+        default=[],
+        metavar="G=VALUE",
+        help="isoperimetric constraint integral G dx = VALUE (repeat for several)",
+    )
+    own.add_argument(
+        "--guess",
+        action="append",
+        metavar="EXPR",
+        help="starting curve of each function, an expression in the variable "
+        "(default: the straight line between the end values)",
+    )
+    own.add_argument(
+        "--multiplier-guess",
+        action="append",
+        metavar="VALUE",
+        help="starting value of each constraint's Lagrange multiplier (default 1)",
+    )
+    own.add_argument(
+        "--sense",
+        choices=("min", "max"),
+        default=None,
+        help="minimise (default) or maximise J; the second-variation check judges against it",
+    )
     so.set_defaults(handler=_solve)
     ls = sub.add_parser("list", help="list the classic problems and their parameters")
     ls.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -143,8 +198,9 @@ def _functional(lagrangian: str, funcs: list[str], vars_: list[str], constraints
     known = sorted(map(str, fun.free_parameters()))
     unknown = sorted(set(params) - set(known))
     if unknown:
-        raise ConfigError(f"--param: the Lagrangian and constraints have no parameter {unknown}; "
-                          f"their parameters are {known}")
+        raise ConfigError(
+            f"--param: the Lagrangian and constraints have no parameter {unknown}; their parameters are {known}"
+        )
     return fun.subs(params)
 
 
@@ -156,8 +212,9 @@ def _params(items: list[str]) -> dict:
     for name, value in _pairs(items, "--param"):
         expr = parse_constant(value, f"--param {name}")
         if expr.free_symbols:
-            raise ConfigError(f"--param {name}: {value!r} must be a number, not depend on "
-                              f"{sorted(map(str, expr.free_symbols))}")
+            raise ConfigError(
+                f"--param {name}: {value!r} must be a number, not depend on {sorted(map(str, expr.free_symbols))}"
+            )
         out[name] = expr
     return out
 
@@ -173,9 +230,11 @@ def _constant(text: str, funcs, vars_):
 
 
 def _json_symbolic(out: dict) -> dict:
-    conv = {"euler_lagrange": lambda v: [str(e.lhs) + " = 0" for e in v],
-            "solved": lambda v: {str(k): str(s) for k, s in v.items()},
-            "beltrami": lambda v: f"{v.lhs} = {v.rhs}"}
+    conv = {
+        "euler_lagrange": lambda v: [str(e.lhs) + " = 0" for e in v],
+        "solved": lambda v: {str(k): str(s) for k, s in v.items()},
+        "beltrami": lambda v: f"{v.lhs} = {v.rhs}",
+    }
     return {k: conv.get(k, str)(v) for k, v in out.items()}
 
 
@@ -213,10 +272,11 @@ def _print_symbolic(out: dict, functions) -> None:
             print(f"note: {out[key]}")
 
 
-USER_OPTIONS = ("lagrangian", "function", "variable", "interval", "left", "right", "guess", "multiplier_guess",
-                "sense")
-GUESS_ADVICE = ("the start was the straight line between the end values: pass --guess EXPR closer to the answer, "
-                "and --multiplier-guess for each constraint")
+USER_OPTIONS = ("lagrangian", "function", "variable", "interval", "left", "right", "guess", "multiplier_guess", "sense")
+GUESS_ADVICE = (
+    "the start was the straight line between the end values: pass --guess EXPR closer to the answer, "
+    "and --multiplier-guess for each constraint"
+)
 
 
 def _solve(args) -> int:
@@ -233,17 +293,25 @@ def _solve(args) -> int:
     ext = solve(problem, args.method, **kw)
     if args.plot:
         from variational.calculus.plot import plot_extremal
+
         try:
             plot_extremal(ext, problem, args.plot)
         except OSError as e:
             raise ConfigError(f"--plot: cannot write {args.plot!r} ({e.strerror or e})") from None
     if args.json:
-        record = ext.to_dict() | {"params": problem.params, "naive": {"label": problem.naive_label,
-                                                                      "J": problem.naive_J},
-                                  "notes": list(problem.notes), "plot": args.plot}
+        record = ext.to_dict() | {
+            "params": problem.params,
+            "naive": {"label": problem.naive_label, "J": problem.naive_J},
+            "notes": list(problem.notes),
+            "plot": args.plot,
+        }
         if args.lagrangian is not None:
-            record |= {"lagrangian": args.lagrangian, "interval": list(problem.interval),
-                       "constraints": args.constraint, "sense": problem.sense}
+            record |= {
+                "lagrangian": args.lagrangian,
+                "interval": list(problem.interval),
+                "constraints": args.constraint,
+                "sense": problem.sense,
+            }
         print(json.dumps(record, indent=2))
     else:
         _print_result(ext, problem, args.plot, _title(args, problem) if args.lagrangian is not None else None)
@@ -265,13 +333,18 @@ def _named_problem(args):
     from variational.calculus.problems import get_problem
 
     if args.problem is None:
-        raise ConfigError("solve: give a PROBLEM name (see `variational calculus list`), or your own problem with "
-                          "--lagrangian EXPR --interval A B --left VALUE --right VALUE")
+        raise ConfigError(
+            "solve: give a PROBLEM name (see `variational calculus list`), or your own problem with "
+            "--lagrangian EXPR --interval A B --left VALUE --right VALUE"
+        )
     given = [f"--{o.replace('_', '-')}" for o in USER_OPTIONS if getattr(args, o)] + (
-        ["--constraint"] if args.constraint else [])
+        ["--constraint"] if args.constraint else []
+    )
     if given:
-        raise ConfigError(f"{', '.join(given)}: only for your own problem (--lagrangian), not with the classic "
-                          f"problem {args.problem!r}; change its parameters with --param")
+        raise ConfigError(
+            f"{', '.join(given)}: only for your own problem (--lagrangian), not with the classic "
+            f"problem {args.problem!r}; change its parameters with --param"
+        )
     params = {}
     for k, v in _pairs(args.param, "--param"):
         try:
@@ -293,15 +366,18 @@ def _user_problem(args):
     params = _params(args.param)
     fun = _functional(args.lagrangian, funcs, [var], args.constraint, params)
     interval = tuple(_number(v, "--interval", params) for v in args.interval)
-    left, right = (_ends(items, side, funcs, params) for items, side in ((args.left, "--left"),
-                                                                          (args.right, "--right")))
+    left, right = (
+        _ends(items, side, funcs, params) for items, side in ((args.left, "--left"), (args.right, "--right"))
+    )
     guess = _guess(args.guess, funcs, var, params) if args.guess else None
     mult = [_number(v, "--multiplier-guess", params) for v in args.multiplier_guess or []] or None
     if mult is not None and len(mult) != len(fun.constraints):
-        raise ConfigError(f"--multiplier-guess: {len(fun.constraints)} constraint(s) need as many values, "
-                          f"got {len(mult)}")
-    problem = functional_problem(fun, interval, left, right, guess=guess, multiplier_guess=mult,
-                                 sense=args.sense or "min", advice=GUESS_ADVICE)
+        raise ConfigError(
+            f"--multiplier-guess: {len(fun.constraints)} constraint(s) need as many values, got {len(mult)}"
+        )
+    problem = functional_problem(
+        fun, interval, left, right, guess=guess, multiplier_guess=mult, sense=args.sense or "min", advice=GUESS_ADVICE
+    )
     problem.params = {k: float(v) for k, v in params.items()}
     return problem
 
@@ -314,8 +390,10 @@ def _number(text: str, what: str, params: dict) -> float:
 
     expr = parse_constant(text, what).subs({sp.Symbol(k): v for k, v in params.items()})
     if expr.free_symbols:
-        raise ConfigError(f"{what}: {text!r} uses {sorted(map(str, expr.free_symbols))}, which have no value "
-                          "(give them with --param NAME=VALUE)")
+        raise ConfigError(
+            f"{what}: {text!r} uses {sorted(map(str, expr.free_symbols))}, which have no value "
+            "(give them with --param NAME=VALUE)"
+        )
     value = complex(expr.evalf())
     if value.imag != 0 or not math.isfinite(value.real):
         raise ConfigError(f"{what}: {text!r} is not a finite real number")
@@ -362,16 +440,18 @@ def _title(args, problem) -> str:
     cons = "".join(f", integral {g} d{var} = {c}" for g, c in _pairs(args.constraint, "--constraint"))
     params = ", ".join(f"{k}={v:g}" for k, v in problem.params.items())
     return f"{problem.sense} J = integral {args.lagrangian} d{var} on [{a:g}, {b:g}]{cons}" + (
-        f" ({params})" if params else "")
+        f" ({params})" if params else ""
+    )
 
 
 def _print_result(ext, problem, plot, title: str | None = None) -> None:
     params = ", ".join(f"{k}={v:g}" for k, v in problem.params.items())
-    rows = [("problem", title or f"{problem.name} ({params})"), ("method", _method_line(ext)),
-            ("J", f"{ext.J:#.12g}")]
+    rows = [("problem", title or f"{problem.name} ({params})"), ("method", _method_line(ext)), ("J", f"{ext.J:#.12g}")]
     if ext.exact_J is not None:
-        rows += [("exact J", f"{ext.exact_J:#.12g}   |J - exact| = {ext.J_error:.2e}"),
-                 ("max |y - exact|", f"{ext.max_error:.2e} on {ext.x.size} grid points")]
+        rows += [
+            ("exact J", f"{ext.exact_J:#.12g}   |J - exact| = {ext.J_error:.2e}"),
+            ("max |y - exact|", f"{ext.max_error:.2e} on {ext.x.size} grid points"),
+        ]
     for name, value in ext.multipliers.items():
         rows.append((name, f"{value:.10g}"))
     sv = ext.second_variation
@@ -389,10 +469,15 @@ def _print_result(ext, problem, plot, title: str | None = None) -> None:
 def _method_line(ext) -> str:
     s = ext.solver
     if ext.method == "bvp":
-        return (f"bvp (scipy solve_bvp: {s['message'].rstrip('.')}; {s['nodes']} nodes, "
-                f"max rms residual {s['max_rms_residual']:.1e})")
-    al = f", {s['augmented_lagrangian_rounds']} augmented-Lagrangian rounds" if s.get(
-        "augmented_lagrangian_rounds") else ""
+        return (
+            f"bvp (scipy solve_bvp: {s['message'].rstrip('.')}; {s['nodes']} nodes, "
+            f"max rms residual {s['max_rms_residual']:.1e})"
+        )
+    al = (
+        f", {s['augmented_lagrangian_rounds']} augmented-Lagrangian rounds"
+        if s.get("augmented_lagrangian_rounds")
+        else ""
+    )
     return f"direct ({s['optimizer']}: {s['iterations']} iterations on {s['nodes']} nodes{al})"
 
 

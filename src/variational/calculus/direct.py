@@ -36,7 +36,7 @@ from variational.errors import ConfigError
 
 __all__ = ["DirectConfig", "solve_direct"]
 
-_GAUSS_X = (-(0.6 ** 0.5), 0.0, 0.6 ** 0.5)  # 3-point Gauss-Legendre nodes and weights on [-1, 1]
+_GAUSS_X = (-(0.6**0.5), 0.0, 0.6**0.5)  # 3-point Gauss-Legendre nodes and weights on [-1, 1]
 _GAUSS_W = (5 / 9, 8 / 9, 5 / 9)
 
 
@@ -91,8 +91,10 @@ class _Discretised:
         kw = dict(dtype=torch.float64, device=device)
         guess = np.atleast_2d(problem.guess(x)).astype(float)
         fix = lambda conds: np.array([c[0] is not None for c in conds])  # noqa: E731
-        val = lambda conds, col: np.array([guess[i, col] if c[0] is None else c[0]  # noqa: E731
-                                           for i, c in enumerate(conds)])
+
+        def val(conds, col):
+            return np.array([guess[i, col] if c[0] is None else c[0] for i, c in enumerate(conds)])
+
         self.left_fixed, self.right_fixed = (torch.tensor(fix(c), device=device) for c in (problem.left, problem.right))
         self.y_left, self.y_right = torch.tensor(val(problem.left, 0), **kw), torch.tensor(val(problem.right, -1), **kw)
         xt = torch.tensor(x, **kw)
@@ -192,13 +194,21 @@ def _minimise(disc: _Discretised, z: torch.Tensor, objective, cfg: DirectConfig,
     raise _NotConverged(total, grad, tol)
 
 
-def _lbfgs_round(disc: _Discretised, z: torch.Tensor, objective, cfg: DirectConfig, limit: float,
-                 P: torch.Tensor) -> int:
+def _lbfgs_round(
+    disc: _Discretised, z: torch.Tensor, objective, cfg: DirectConfig, limit: float, P: torch.Tensor
+) -> int:
     """Minimise objective(curve(z0 + P u)) over u by L-BFGS, writing z in place; returns iterations."""
     anchor = z.detach().clone()
     u = torch.zeros(anchor.numel(), dtype=anchor.dtype, device=anchor.device, requires_grad=True)
-    opt = torch.optim.LBFGS([u], lr=1.0, max_iter=cfg.round_iter, tolerance_grad=cfg.grad_tol,
-                            tolerance_change=1e-16, history_size=50, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [u],
+        lr=1.0,
+        max_iter=cfg.round_iter,
+        tolerance_grad=cfg.grad_tol,
+        tolerance_change=1e-16,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+    )
     worst = [None]
 
     def closure():
@@ -215,6 +225,7 @@ def _lbfgs_round(disc: _Discretised, z: torch.Tensor, objective, cfg: DirectConf
         worst[0] = float(loss.detach()) if worst[0] is None else max(worst[0], float(loss.detach()))
         loss.backward()
         return loss
+
     try:
         opt.step(closure)
     finally:
@@ -232,18 +243,23 @@ def _explain_divergence(problem: Problem, disc: _Discretised, x: np.ndarray, val
         where = "along the stationary path found by solve_bvp"
     except ValueError as e:  # SolveError included: no stationary path to judge
         spline = CubicSpline(x, disc.curve(disc.z0).cpu().numpy(), axis=1)
-        sv = check_second_variation(problem.functional, lambda t: (spline(t), spline(t, 1)), problem.interval,
-                                    problem.sense)
-        where = (f"along the starting path only, which is not stationary (solve_bvp found no stationary path: "
-                 f"{str(e).rstrip('.')}), so this verdict is no statement about a stationary path")
+        sv = check_second_variation(
+            problem.functional, lambda t: (spline(t), spline(t, 1)), problem.interval, problem.sense
+        )
+        where = (
+            f"along the starting path only, which is not stationary (solve_bvp found no stationary path: "
+            f"{str(e).rstrip('.')}), so this verdict is no statement about a stationary path"
+        )
     word = "below" if problem.sense == "min" else "above"
     return NotAMinimumError(
         f"{problem.name}: direct minimisation diverged (J reached {value:.3g} as the curve grew without bound): "
-        f"the functional is unbounded {word}. Second variation {where}: {sv.note}.")
+        f"the functional is unbounded {word}. Second variation {where}: {sv.note}."
+    )
 
 
-def solve_direct(problem: Problem, config: DirectConfig = DirectConfig(),
-                 device: torch.device | str = "cpu") -> Solution:
+def solve_direct(
+    problem: Problem, config: DirectConfig = DirectConfig(), device: torch.device | str = "cpu"
+) -> Solution:
     """Minimise the discretised functional (maximise for sense='max'); see the module docstring.
 
     The curve is then checked against a solve on half the nodes (`confirm_by_coarsening`) and by
@@ -259,8 +275,9 @@ def solve_direct(problem: Problem, config: DirectConfig = DirectConfig(),
     return solution
 
 
-def confirm_by_coarsening(problem: Problem, x: np.ndarray, y: np.ndarray, multipliers: torch.Tensor,
-                          config: DirectConfig, device) -> float | None:
+def confirm_by_coarsening(
+    problem: Problem, x: np.ndarray, y: np.ndarray, multipliers: torch.Tensor, config: DirectConfig, device
+) -> float | None:
     """Solve again on (nodes + 1) // 2 nodes from the curve y; return the change relative to its scale.
 
     A resolved extremal changes by its O(h^2) discretisation error (at most 3e-4 of its scale from
@@ -279,11 +296,14 @@ def confirm_by_coarsening(problem: Problem, x: np.ndarray, y: np.ndarray, multip
     scale = curve_scale(problem, y)
     change = float(np.max(np.abs(coarse - fine(coarse_x)))) / scale
     if change > 1e-2:
-        raise SolveError(problem.advise(
-            f"{problem.name}: the direct method's curve does not converge as the mesh is refined: on {n} instead "
-            f"of {config.nodes} nodes it changes by {change:.2g} of its scale ({scale:.3g}), where a resolved "
-            "extremal changes by its O(h^2) discretisation error: the infimum may not be attained by a smooth "
-            "curve (the minimisers steepen with the mesh); try the bvp method"))
+        raise SolveError(
+            problem.advise(
+                f"{problem.name}: the direct method's curve does not converge as the mesh is refined: on {n} instead "
+                f"of {config.nodes} nodes it changes by {change:.2g} of its scale ({scale:.3g}), where a resolved "
+                "extremal changes by its O(h^2) discretisation error: the infimum may not be attained by a smooth "
+                "curve (the minimisers steepen with the mesh); try the bvp method"
+            )
+        )
     return change
 
 
@@ -301,6 +321,7 @@ def _solve_on(problem: Problem, x: np.ndarray, config: DirectConfig, device):
     def objective(y):
         g = torch.stack([disc.integral(fn, y) for fn in disc.ints]) - targets if disc.ints else targets
         return sign * disc.integral(disc.lag, y) + (mu * g).sum() + rho / 2 * (g * g).sum()
+
     _check_start(problem, disc, x)
     for _ in range(config.outer if disc.ints else 1):
         try:
@@ -310,10 +331,13 @@ def _solve_on(problem: Problem, x: np.ndarray, config: DirectConfig, device):
             raise _explain_divergence(problem, disc, x, sign * e.args[0]) from None
         except _NotConverged as e:
             n, grad, tol = e.args
-            raise SolveError(problem.advise(
-                f"{problem.name}: the direct method did not converge: {iters + n} L-BFGS iterations "
-                f"(max_iter={config.max_iter}) left max|grad| = {grad:.3g} above the tolerance {tol:.3g}; "
-                "raise max_iter or try the bvp method")) from None
+            raise SolveError(
+                problem.advise(
+                    f"{problem.name}: the direct method did not converge: {iters + n} L-BFGS iterations "
+                    f"(max_iter={config.max_iter}) left max|grad| = {grad:.3g} above the tolerance {tol:.3g}; "
+                    "raise max_iter or try the bvp method"
+                )
+            ) from None
         y = disc.curve(z.detach())
         if not disc.ints:
             break
@@ -338,27 +362,46 @@ def _check_start(problem: Problem, disc: _Discretised, x: np.ndarray) -> None:
     spline = CubicSpline(x, y0, axis=1)
     ext = Extremal(x=x, y=y0, J=float("nan"), status="stationary", method="direct", functions=problem.function_names)
     where = where_not_finite(problem.functional, lambda t: (spline(t), spline(t, 1)), ext)
-    raise SolveError(problem.advise(f"{problem.name}: the direct method cannot start: J is not finite along the "
-                                    f"starting curve: {where}; pass a guess inside the Lagrangian's domain, if it has one between "
-                                    "these end values"))
+    raise SolveError(
+        problem.advise(
+            f"{problem.name}: the direct method cannot start: J is not finite along the "
+            f"starting curve: {where}; pass a guess inside the Lagrangian's domain, if it has one between "
+            "these end values"
+        )
+    )
 
 
 def _package(problem, disc, x, z, mu, sign, gap, counts, config) -> Solution:
     y = disc.curve(z.detach())
     J = float(disc.integral(disc.lag, y))
-    if gap.numel() and gap.abs().max() > config.constraint_tol * (1 + max(abs(float(c.value)) for c in
-                                                                       problem.functional.constraints)):
-        raise SolveError(f"{problem.name}: the augmented Lagrangian left a constraint violation of "
-                         f"{float(gap.abs().max()):.3g} after {config.outer} rounds")
+    if gap.numel() and gap.abs().max() > config.constraint_tol * (
+        1 + max(abs(float(c.value)) for c in problem.functional.constraints)
+    ):
+        raise SolveError(
+            f"{problem.name}: the augmented Lagrangian left a constraint violation of "
+            f"{float(gap.abs().max()):.3g} after {config.outer} rounds"
+        )
     yn = y.cpu().numpy()
     lam = (sign * mu).tolist()
     names = [str(m) for m in problem.functional.multipliers]
     spline = CubicSpline(x, yn, axis=1)
-    extremal = Extremal(x=x, y=yn, J=J, status="stationary", method="direct", functions=problem.function_names,
-                        multipliers=dict(zip(names, lam)), problem=problem.name,
-                        solver={"optimizer": "L-BFGS (strong Wolfe)", "nodes": int(x.size), "iterations": counts[0],
-                                "augmented_lagrangian_rounds": counts[1] if disc.ints else 0,
-                                "grading": list(problem.grading)})
+    extremal = Extremal(
+        x=x,
+        y=yn,
+        J=J,
+        status="stationary",
+        method="direct",
+        functions=problem.function_names,
+        multipliers=dict(zip(names, lam)),
+        problem=problem.name,
+        solver={
+            "optimizer": "L-BFGS (strong Wolfe)",
+            "nodes": int(x.size),
+            "iterations": counts[0],
+            "augmented_lagrangian_rounds": counts[1] if disc.ints else 0,
+            "grading": list(problem.grading),
+        },
+    )
     curve = lambda t: (spline(t), spline(t, 1))  # noqa: E731
     # The end values are imposed exactly (up to rounding in the slopes' cumulative sum).
     verify_extremal(problem, extremal, end_tol=1e-9, functional=problem.functional, curve=curve)

@@ -42,8 +42,12 @@ class SecondVariation:
     note: str
 
     def to_dict(self) -> dict:
-        return {"legendre_min": self.legendre_min, "conjugate_point": self.conjugate_point,
-                "verdict": self.verdict, "note": self.note}
+        return {
+            "legendre_min": self.legendre_min,
+            "conjugate_point": self.conjugate_point,
+            "verdict": self.verdict,
+            "note": self.note,
+        }
 
 
 @dataclass
@@ -74,12 +78,19 @@ class Extremal:
 
     def to_dict(self, curve: bool = True) -> dict:
         """JSON-ready record (plain floats and lists)."""
-        out = {"problem": self.problem, "method": self.method, "status": self.status, "J": float(self.J),
-               "exact_J": self.exact_J, "J_error": self.J_error, "max_error": self.max_error,
-               "functions": list(self.functions),
-               "multipliers": {k: float(v) for k, v in self.multipliers.items()},
-               "second_variation": self.second_variation.to_dict() if self.second_variation else None,
-               "solver": self.solver}
+        out = {
+            "problem": self.problem,
+            "method": self.method,
+            "status": self.status,
+            "J": float(self.J),
+            "exact_J": self.exact_J,
+            "J_error": self.J_error,
+            "max_error": self.max_error,
+            "functions": list(self.functions),
+            "multipliers": {k: float(v) for k, v in self.multipliers.items()},
+            "second_variation": self.second_variation.to_dict() if self.second_variation else None,
+            "solver": self.solver,
+        }
         if curve:
             out["x"] = np.asarray(self.x, float).tolist()
             out["y"] = np.asarray(self.y, float).tolist()

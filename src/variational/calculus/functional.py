@@ -15,8 +15,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import sympy as sp
 from sympy.calculus.euler import euler_equations
@@ -78,11 +78,15 @@ def _check_lagrangian(lagrangian, functions, variables) -> sp.Expr:
         raise ModelError(f"Lagrangian: {expr} contains an infinite or undefined constant")
     unknown = {a for a in expr.atoms(AppliedUndef) if a not in functions}
     if unknown:
-        raise ModelError(f"Lagrangian: unknown functions {sorted(map(str, unknown))} are not in the "
-                         f"declared functions {[str(f) for f in functions]}")
+        raise ModelError(
+            f"Lagrangian: unknown functions {sorted(map(str, unknown))} are not in the "
+            f"declared functions {[str(f) for f in functions]}"
+        )
     if not any(expr.has(f) for f in functions):
-        raise ModelError(f"Lagrangian: {expr} contains none of the unknown functions "
-                         f"{[str(f) for f in functions]}, so there is nothing to vary")
+        raise ModelError(
+            f"Lagrangian: {expr} contains none of the unknown functions "
+            f"{[str(f) for f in functions]}, so there is nothing to vary"
+        )
     for d in expr.atoms(sp.Derivative):
         if any(v not in variables for v, _ in d.variable_count):
             raise ModelError(f"Lagrangian: {d} differentiates by a symbol that is not an independent variable")
@@ -113,8 +117,10 @@ class Functional:
         self.constraints = tuple(constraints)
 
     def __repr__(self) -> str:
-        return (f"Functional({self.lagrangian}, functions={list(self.functions)}, "
-                f"variables={list(self.variables)}, constraints={len(self.constraints)})")
+        return (
+            f"Functional({self.lagrangian}, functions={list(self.functions)}, "
+            f"variables={list(self.variables)}, constraints={len(self.constraints)})"
+        )
 
     @property
     def variable(self) -> sp.Symbol:
@@ -155,11 +161,16 @@ class Functional:
 
     def subs(self, values: dict) -> Functional:
         """Replace parameters (symbols or names) by values, in L and in the constraints."""
-        rep = {sp.Symbol(k) if isinstance(k, str) else k:
-               parse_constant(v, f"value of {k}") if isinstance(v, str) else _as_expr(v, (), (), f"value of {k}")
-               for k, v in values.items()}
-        cons = [IntegralConstraint(c.integrand.subs(rep), sp.sympify(c.value).subs(rep), c.multiplier)
-                for c in self.constraints]
+        rep = {
+            sp.Symbol(k) if isinstance(k, str) else k: parse_constant(v, f"value of {k}")
+            if isinstance(v, str)
+            else _as_expr(v, (), (), f"value of {k}")
+            for k, v in values.items()
+        }
+        cons = [
+            IntegralConstraint(c.integrand.subs(rep), sp.sympify(c.value).subs(rep), c.multiplier)
+            for c in self.constraints
+        ]
         return Functional(self.lagrangian.subs(rep), self.functions, self.variables, cons)
 
     def substitute(self, old: AppliedUndef, expression: sp.Expr, new: AppliedUndef) -> Functional:
@@ -172,8 +183,11 @@ class Functional:
 
     def free_parameters(self) -> set[sp.Symbol]:
         """Symbols other than the variables and multipliers: they need values before solving."""
-        exprs = [self.lagrangian, *(c.integrand for c in self.constraints),
-                 *(sp.sympify(c.value) for c in self.constraints)]
+        exprs = [
+            self.lagrangian,
+            *(c.integrand for c in self.constraints),
+            *(sp.sympify(c.value) for c in self.constraints),
+        ]
         syms = set().union(*(e.free_symbols for e in exprs))
         return syms - set(self.variables) - set(self.multipliers)
 
@@ -181,8 +195,10 @@ class Functional:
         """The Euler-Lagrange (Euler-Poisson, Ostrogradsky for several variables) equations, one per function."""
         eqs = euler_equations(self.augmented(), list(self.functions), list(self.variables))
         if len(eqs) != len(self.functions):  # SymPy drops equations that reduce to 0 = 0
-            raise ModelError("Lagrangian: an Euler-Lagrange equation vanishes identically (a null Lagrangian, "
-                             "e.g. a total derivative such as y y'): every curve is stationary")
+            raise ModelError(
+                "Lagrangian: an Euler-Lagrange equation vanishes identically (a null Lagrangian, "
+                "e.g. a total derivative such as y y'): every curve is stationary"
+            )
         if not simplify:
             return eqs
         return [sp.Eq(_tidy(eq.lhs), 0) for eq in eqs]
@@ -196,13 +212,17 @@ class Functional:
         x = self.variable
         tops = [f.diff(x, 2 * self.order(f)) for f in self.functions]
         if any(self.order(f) == 0 for f in self.functions):
-            raise ModelError("Lagrangian: an unknown function appears without its derivative, so its "
-                             "Euler-Lagrange equation is algebraic, not a differential equation")
+            raise ModelError(
+                "Lagrangian: an unknown function appears without its derivative, so its "
+                "Euler-Lagrange equation is algebraic, not a differential equation"
+            )
         exprs = [eq.lhs for eq in self.euler_lagrange(simplify=False)]
         a, b = sp.linear_eq_to_matrix(exprs, tops)
         if a.det() == 0:
-            raise ModelError("Lagrangian: the Euler-Lagrange equations do not determine the highest "
-                             "derivatives (degenerate: d2F/df'^2 vanishes identically)")
+            raise ModelError(
+                "Lagrangian: the Euler-Lagrange equations do not determine the highest "
+                "derivatives (degenerate: d2F/df'^2 vanishes identically)"
+            )
         sol = a.LUsolve(b)
         return {t: _tidy(s) for t, s in zip(tops, sol)}
 
@@ -216,8 +236,9 @@ class Functional:
         if self.order() != 1:
             raise ModelError(f"Beltrami: needs a first-order Lagrangian, this one has order {self.order()}")
         if _depends_explicitly(f_aug, self.functions, x):
-            raise ModelError(f"Beltrami: the Lagrangian {f_aug} depends explicitly on {x}, "
-                             "so F - f' dF/df' is not conserved")
+            raise ModelError(
+                f"Beltrami: the Lagrangian {f_aug} depends explicitly on {x}, so F - f' dF/df' is not conserved"
+            )
         c = sp.Symbol(constant) if isinstance(constant, str) else constant
         rest = sum((f.diff(x) * f_aug.diff(f.diff(x)) for f in self.functions), sp.S.Zero)
         return sp.Eq(_tidy(f_aug - rest), c)
@@ -225,8 +246,7 @@ class Functional:
 
 def _depends_explicitly(expr: sp.Expr, functions, x: sp.Symbol) -> bool:
     """Whether expr contains x other than through the unknown functions and their derivatives."""
-    derivs = sorted((d for d in expr.atoms(sp.Derivative) if d.expr in functions),
-                    key=lambda d: -d.derivative_count)
+    derivs = sorted((d for d in expr.atoms(sp.Derivative) if d.expr in functions), key=lambda d: -d.derivative_count)
     reps = [(d, sp.Dummy()) for d in derivs] + [(f, sp.Dummy()) for f in functions]
     return x in expr.subs(reps).free_symbols
 

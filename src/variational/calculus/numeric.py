@@ -16,8 +16,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import sympy as sp
@@ -56,6 +56,7 @@ def numpy_fn(expr: sp.Expr, args) -> Callable:
 
     def call(*a):
         return np.broadcast_to(np.asarray(f(*a), dtype=float), np.shape(a[0]))
+
     return call
 
 
@@ -75,6 +76,7 @@ def _torch_fn(expr: sp.Expr, args) -> Callable:
     def call(*a):
         out = f(*a)
         return out if torch.is_tensor(out) else torch.full_like(a[0], float(out))
+
     return call
 
 
@@ -85,10 +87,10 @@ class CompiledFunctional:
     functional: Functional
     orders: tuple[int, ...]
     state_symbols: list[sp.Symbol]
-    lagrangian: Callable       # L(x, states, p) -> (m,)
+    lagrangian: Callable  # L(x, states, p) -> (m,)
     integrands: list[Callable]  # G_k(x, states, p) -> (m,)
-    top: Callable              # (x, states, p) -> (m, n_functions), highest derivatives
-    values: tuple[float, ...]   # constraint values
+    top: Callable  # (x, states, p) -> (m, n_functions), highest derivatives
+    values: tuple[float, ...]  # constraint values
 
     @property
     def n_functions(self) -> int:
@@ -104,7 +106,7 @@ class CompiledFunctional:
         top = self.top(x, s, p)
         for i, n in enumerate(self.orders):
             o = self.offset(i)
-            out[o:o + 2 * n - 1] = s[o + 1:o + 2 * n]
+            out[o : o + 2 * n - 1] = s[o + 1 : o + 2 * n]
             out[o + 2 * n - 1] = top[:, i]
         k0 = len(self.state_symbols)
         for k, g in enumerate(self.integrands):
@@ -113,7 +115,7 @@ class CompiledFunctional:
 
 
 def _split_args(n_state: int) -> Callable:
-    return lambda fn: (lambda x, s, p: fn(x, *s[:n_state], *p))
+    return lambda fn: lambda x, s, p: fn(x, *s[:n_state], *p)
 
 
 def compile_functional(functional: Functional) -> CompiledFunctional:
@@ -121,8 +123,9 @@ def compile_functional(functional: Functional) -> CompiledFunctional:
     x = functional.variable
     free = functional.free_parameters()
     if free:
-        raise ModelError(f"parameters: {sorted(map(str, free))} have no value; give them with --param NAME=VALUE "
-                         "or Functional.subs")
+        raise ModelError(
+            f"parameters: {sorted(map(str, free))} have no value; give them with --param NAME=VALUE or Functional.subs"
+        )
     orders = tuple(functional.order(f) for f in functional.functions)
     jets = jet_symbols(functional)
     syms = [jets[(i, k)] for i, n in enumerate(orders) for k in range(2 * n)]
@@ -133,18 +136,23 @@ def compile_functional(functional: Functional) -> CompiledFunctional:
     top_fns = [numpy_fn(e, args) for e in top_exprs]
     values = tuple(float(sp.sympify(c.value)) for c in functional.constraints)
     return CompiledFunctional(
-        functional=functional, orders=orders, state_symbols=syms,
+        functional=functional,
+        orders=orders,
+        state_symbols=syms,
         lagrangian=wrap(numpy_fn(to_jet(functional.lagrangian, functional, jets), args)),
         integrands=[wrap(numpy_fn(to_jet(c.integrand, functional, jets), args)) for c in functional.constraints],
         top=lambda xx, s, p: np.stack([wrap(fn)(xx, s, p) for fn in top_fns], axis=-1),
-        values=values)
+        values=values,
+    )
 
 
 def torch_integrands(functional: Functional) -> tuple[Callable, list[Callable]]:
     """L and G_k as torch functions of (x, values (F, m), slopes (F, m)), for first-order functionals."""
     if functional.order() != 1:
-        raise ConfigError(f"direct method: needs a first-order Lagrangian, this one has order {functional.order()}; "
-                         "use the bvp method")
+        raise ConfigError(
+            f"direct method: needs a first-order Lagrangian, this one has order {functional.order()}; "
+            "use the bvp method"
+        )
     jets = jet_symbols(functional, depth={i: 2 for i in range(len(functional.functions))})
     nf = len(functional.functions)
     args = [functional.variable, *[jets[(i, 0)] for i in range(nf)], *[jets[(i, 1)] for i in range(nf)]]
@@ -152,6 +160,7 @@ def torch_integrands(functional: Functional) -> tuple[Callable, list[Callable]]:
     def make(expr):
         fn = _torch_fn(to_jet(expr, functional, jets), args)
         return lambda x, v, d: fn(x, *v, *d)
+
     return make(functional.lagrangian), [make(c.integrand) for c in functional.constraints]
 
 
@@ -169,9 +178,11 @@ def second_variation_coefficients(functional: Functional) -> Callable:
     blocks = [[[numpy_fn(sp.diff(lag, a, b), args) for b in bs] for a in as_] for as_, bs in ((d, d), (v, d), (v, v))]
 
     def coefficients(x, values, slopes, p=()):
-        evals = [np.stack([np.stack([fn(x, *values, *slopes, *p) for fn in row], -1) for row in blk], -2)
-                 for blk in blocks]
+        evals = [
+            np.stack([np.stack([fn(x, *values, *slopes, *p) for fn in row], -1) for row in blk], -2) for blk in blocks
+        ]
         return tuple(evals)
+
     return coefficients
 
 

@@ -24,7 +24,7 @@ import keyword
 import math
 import re
 import tokenize
-from typing import Sequence
+from collections.abc import Sequence
 
 import mpmath
 import sympy as sp
@@ -37,15 +37,53 @@ __all__ = ["FUNCTIONS", "check_names", "parse_lagrangian", "parse_constant"]
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*'*")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*\Z")
 
-FUNCTIONS = {name: getattr(sp, name) for name in (
-    "sqrt", "exp", "log", "sin", "cos", "tan", "cot", "sec", "csc", "asin", "acos", "atan", "atan2",
-    "sinh", "cosh", "tanh", "coth", "asinh", "acosh", "atanh", "Abs", "sign", "erf", "gamma", "Heaviside",
-    "Min", "Max", "Derivative", "diff")} | {"ln": sp.log, "abs": sp.Abs, "min": sp.Min, "max": sp.Max}
+FUNCTIONS = {
+    name: getattr(sp, name)
+    for name in (
+        "sqrt",
+        "exp",
+        "log",
+        "sin",
+        "cos",
+        "tan",
+        "cot",
+        "sec",
+        "csc",
+        "asin",
+        "acos",
+        "atan",
+        "atan2",
+        "sinh",
+        "cosh",
+        "tanh",
+        "coth",
+        "asinh",
+        "acosh",
+        "atanh",
+        "Abs",
+        "sign",
+        "erf",
+        "gamma",
+        "Heaviside",
+        "Min",
+        "Max",
+        "Derivative",
+        "diff",
+    )
+} | {"ln": sp.log, "abs": sp.Abs, "min": sp.Min, "max": sp.Max}
 _CONSTANTS = {"pi": sp.pi, "E": sp.E, "I": sp.I}
 # What SymPy's own transformations write into the text (auto_symbol, auto_number, and the operators
 # as calls when it parses with evaluate=False); not for users.
-_MACHINERY = {"Symbol": sp.Symbol, "Function": sp.Function, "Integer": sp.Integer, "Float": sp.Float,
-              "Rational": sp.Rational, "Add": sp.Add, "Mul": sp.Mul, "Pow": sp.Pow}
+_MACHINERY = {
+    "Symbol": sp.Symbol,
+    "Function": sp.Function,
+    "Integer": sp.Integer,
+    "Float": sp.Float,
+    "Rational": sp.Rational,
+    "Add": sp.Add,
+    "Mul": sp.Mul,
+    "Pow": sp.Pow,
+}
 _OPERATORS = {"+", "-", "*", "/", "**", "^", "(", ")", ","}
 _SKIP = {tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.INDENT, tokenize.DEDENT}
 
@@ -54,8 +92,10 @@ def check_names(functions: Sequence[str], variables: Sequence[str], what: str) -
     """ModelError unless the names can be unknown functions and independent variables (and differ)."""
     for name in (*functions, *variables):
         if not _NAME.match(name) or name in _CONSTANTS or name in FUNCTIONS or _reserved(name):
-            raise ModelError(f"{what}: {name!r} cannot name a function or variable (use letters and digits, "
-                             "starting with a letter, and no math function, constant or Python builtin)")
+            raise ModelError(
+                f"{what}: {name!r} cannot name a function or variable (use letters and digits, "
+                "starting with a letter, and no math function, constant or Python builtin)"
+            )
     both = sorted(set(functions) & set(variables))
     if both:
         raise ModelError(f"{what}: {both} named both as an unknown function and as an independent variable")
@@ -79,11 +119,19 @@ def _check_tokens(source: str, allowed: set[str], what: str, text: str) -> None:
             continue
         if kind == tokenize.NAME and value.isascii() and (value in allowed or not _reserved(value)):
             continue
-        why = ("names must be ASCII (Python reads some other letters as ASCII ones)" if not value.isascii() else
-               "attribute access is not allowed" if value in (".", "...") else
-               "strings are not allowed" if kind == tokenize.STRING else
-               "names may not start with '_'" if value.startswith("_") else
-               "a Python keyword or builtin, not a math name" if kind == tokenize.NAME else "not allowed")
+        why = (
+            "names must be ASCII (Python reads some other letters as ASCII ones)"
+            if not value.isascii()
+            else "attribute access is not allowed"
+            if value in (".", "...")
+            else "strings are not allowed"
+            if kind == tokenize.STRING
+            else "names may not start with '_'"
+            if value.startswith("_")
+            else "a Python keyword or builtin, not a math name"
+            if kind == tokenize.NAME
+            else "not allowed"
+        )
         raise ModelError(f"{what}: {value!r} in {_quote(text)}: {why}")
 
 
@@ -91,13 +139,13 @@ def _check_tokens(source: str, allowed: set[str], what: str, text: str) -> None:
 # and no return), gamma(10**9) a factorial of a billion, `(1 + y')^n` a polynomial of degree n that
 # SymPy expands when it simplifies the Euler-Lagrange equation, at a cost growing steeply with n.
 # No Lagrangian of the calculus of variations needs more than these limits allow.
-MAX_LENGTH = 2000   # characters of text
-MAX_NODES = 2000    # nodes of the expression tree
-MAX_DIGITS = 100    # decimal digits of an exact number (integer, numerator or denominator)
+MAX_LENGTH = 2000  # characters of text
+MAX_NODES = 2000  # nodes of the expression tree
+MAX_DIGITS = 100  # decimal digits of an exact number (integer, numerator or denominator)
 MAX_MAGNITUDE = 300  # |log10| of a number computed from constants (float64 ends near 1e308)
-MAX_POWER = 100     # |exponent| of a power of an expression that holds symbols or unknown functions
-MAX_ORDER = 8       # order of a derivative
-MAX_GAMMA = 171     # gamma(n) above this overflows float64, and SymPy would compute n! exactly
+MAX_POWER = 100  # |exponent| of a power of an expression that holds symbols or unknown functions
+MAX_ORDER = 8  # order of a derivative
+MAX_GAMMA = 171  # gamma(n) above this overflows float64, and SymPy would compute n! exactly
 
 
 def _unevaluated(function):
@@ -116,8 +164,13 @@ def _parse(source: str, local: dict, what: str, text: str) -> sp.Expr:
     try:
         # evaluate=False: the text's arithmetic is done by _bounded, which refuses huge results before
         # SymPy computes them.
-        tree = parse_expr(source, local_dict=dict(local), global_dict=namespace, evaluate=False,
-                          transformations=standard_transformations + (convert_xor,))
+        tree = parse_expr(
+            source,
+            local_dict=dict(local),
+            global_dict=namespace,
+            evaluate=False,
+            transformations=standard_transformations + (convert_xor,),
+        )
     except Exception as e:  # SymPy raises many types (TokenError, SyntaxError, TypeError...) for bad text
         raise ModelError(f"{what}: cannot parse {_quote(text)} ({type(e).__name__}: {e})".replace("\n", " ")) from None
     if not isinstance(tree, sp.Expr):
@@ -129,7 +182,9 @@ def _parse(source: str, local: dict, what: str, text: str) -> sp.Expr:
     except RecursionError:
         raise ModelError(f"{what}: {_quote(text)} is nested too deeply") from None
     except Exception as e:  # evaluating a well-formed tree can still fail in SymPy (say, a function of a matrix)
-        raise ModelError(f"{what}: cannot evaluate {_quote(text)} ({type(e).__name__}: {e})".replace("\n", " ")) from None
+        raise ModelError(
+            f"{what}: cannot evaluate {_quote(text)} ({type(e).__name__}: {e})".replace("\n", " ")
+        ) from None
     if not isinstance(expr, sp.Expr):
         raise ModelError(f"{what}: {_quote(text)} is not a scalar expression")
     return expr
@@ -149,7 +204,9 @@ def _bounded(node: sp.Basic, count: list[int], what: str, text: str) -> sp.Basic
     elif node.func is sp.gamma and args[0].is_Number and abs(args[0]) > MAX_GAMMA:
         raise ModelError(f"{what}: gamma({args[0]}) in {_quote(text)}: arguments above {MAX_GAMMA} overflow float64")
     elif isinstance(node, sp.Derivative) and node.derivative_count > MAX_ORDER:
-        raise ModelError(f"{what}: a derivative of order {node.derivative_count} in {_quote(text)}: at most {MAX_ORDER}")
+        raise ModelError(
+            f"{what}: a derivative of order {node.derivative_count} in {_quote(text)}: at most {MAX_ORDER}"
+        )
     # Derivative does not evaluate by default (as diff does): evaluate=True also orders the variables.
     out = sp.Derivative(*args, evaluate=True) if isinstance(node, sp.Derivative) else node.func(*args)
     # A sum or product collects its constant into one argument (y*2**40*10**99 -> 1.1e111*y): check it too.
@@ -168,16 +225,20 @@ def _check_power(base: sp.Basic, exponent: sp.Basic, what: str, text: str) -> No
         return
     if not base.is_number:
         if power > math.log10(MAX_POWER):
-            raise ModelError(f"{what}: the power ({base})**({exponent}) in {_quote(text)} has an exponent beyond "
-                             f"+-{MAX_POWER}, the limit for powers of the unknowns and parameters")
+            raise ModelError(
+                f"{what}: the power ({base})**({exponent}) in {_quote(text)} has an exponent beyond "
+                f"+-{MAX_POWER}, the limit for powers of the unknowns and parameters"
+            )
         return
     size = _log10_abs(base)
     if not size:  # zero, +-1 or not evaluable: no growth to bound
         return
-    digits = abs(size) * 10 ** power if power < 300 else math.inf
+    digits = abs(size) * 10**power if power < 300 else math.inf
     if digits > MAX_MAGNITUDE:
-        raise ModelError(f"{what}: the number ({base})**({exponent}) in {_quote(text)} has about {digits:.3g} digits: "
-                         f"constants are limited to 1e+-{MAX_MAGNITUDE}")
+        raise ModelError(
+            f"{what}: the number ({base})**({exponent}) in {_quote(text)} has about {digits:.3g} digits: "
+            f"constants are limited to 1e+-{MAX_MAGNITUDE}"
+        )
 
 
 def _log10_abs(value: sp.Basic) -> float | None:
@@ -205,8 +266,9 @@ def _check_number(value: sp.Basic, what: str, text: str) -> None:
     elif value.is_number and not value.free_symbols:
         size = _log10_abs(value)
         if size is not None and abs(size) > MAX_MAGNITUDE:
-            raise ModelError(f"{what}: {_quote(text)} holds or makes the constant {value.evalf(3)}, beyond "
-                             f"1e+-{MAX_MAGNITUDE}")
+            raise ModelError(
+                f"{what}: {_quote(text)} holds or makes the constant {value.evalf(3)}, beyond 1e+-{MAX_MAGNITUDE}"
+            )
 
 
 def _quote(text: str) -> str:
@@ -223,7 +285,7 @@ def _split_subscript(suffix: str, variables: Sequence[str]) -> list[str] | None:
         if head is None:
             return None
         out.append(head)
-        rest = rest[len(head):]
+        rest = rest[len(head) :]
     return out
 
 
@@ -257,15 +319,16 @@ def _check_length(text: str, what: str) -> None:
         raise ModelError(f"{what}: {len(text)} characters; expressions are limited to {MAX_LENGTH}")
 
 
-def parse_lagrangian(text: str, functions: Sequence[str], variables: Sequence[str],
-                     what: str = "Lagrangian") -> sp.Expr:
+def parse_lagrangian(
+    text: str, functions: Sequence[str], variables: Sequence[str], what: str = "Lagrangian"
+) -> sp.Expr:
     """SymPy expression for `text`, with the notation above; ValueError (one line, starting with
     `what`, e.g. the option's name) says what is wrong. Safe on untrusted text (module docstring)."""
     _check_length(text, what)
     check_names(functions, variables, what)
     pieces, last = [], 0
     for m in _TOKEN.finditer(text):
-        pieces += [text[last:m.start()], _rewrite(m.group(), text[m.end():], functions, variables, what)]
+        pieces += [text[last : m.start()], _rewrite(m.group(), text[m.end() :], functions, variables, what)]
         last = m.end()
     source = ("".join(pieces) + text[last:]).strip()
     local = {f: sp.Function(f) for f in functions} | {v: sp.Symbol(v) for v in variables}

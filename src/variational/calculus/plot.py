@@ -37,9 +37,17 @@ def extremal_figure(ext: Extremal, problem: Problem, path: str | Path | None = N
         j = f", J = {problem.naive_J:.6g}" if problem.naive_J is not None else ""
         naive = plots.Line(xs, np.atleast_2d(problem.naive(xs)), f"{problem.naive_label}{j}")
     solution = plots.Line(ext.x, ext.y, f"{ext.method} extremal, J = {ext.J:.6g}")
-    return plots.curve_comparison(solution, str(problem.functional.variable), ext.functions,
-                                  f"{problem.name}: {ext.status}", exact=exact, comparison=naive, error=error,
-                                  path=path, dpi=dpi)
+    return plots.curve_comparison(
+        solution,
+        str(problem.functional.variable),
+        ext.functions,
+        f"{problem.name}: {ext.status}",
+        exact=exact,
+        comparison=naive,
+        error=error,
+        path=path,
+        dpi=dpi,
+    )
 
 
 def plot_extremal(ext: Extremal, problem: Problem, path: str | Path, dpi: int = 90) -> Path:

@@ -12,8 +12,8 @@ Example (the shortest path from (0, 0) to (1, 2)):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import sympy as sp
@@ -87,8 +87,10 @@ class Problem:
         if self.sense not in ("min", "max"):
             raise ConfigError(f"sense: expected 'min' or 'max', got {self.sense!r}")
         if len(self.multiplier_guess) != len(self.functional.constraints):
-            raise ConfigError(f"multiplier_guess: {len(self.functional.constraints)} constraint(s) need as many "
-                             f"multiplier guesses, got {len(self.multiplier_guess)}")
+            raise ConfigError(
+                f"multiplier_guess: {len(self.functional.constraints)} constraint(s) need as many "
+                f"multiplier guesses, got {len(self.multiplier_guess)}"
+            )
         if min(self.grading) < 1.0:
             raise ConfigError(f"grading: exponents must be >= 1, got {self.grading}")
         for side, conds in (("left", self.left), ("right", self.right)):
@@ -129,7 +131,7 @@ def graded_mesh(a: float, b: float, n: int, grading: tuple[float, float] = (1.0,
     s = np.linspace(0.0, 1.0, n)
     p, q = grading
     if q == 1.0:
-        return a + (b - a) * s ** p
+        return a + (b - a) * s**p
     if p == 1.0:
         return b - (b - a) * (1 - s) ** q
     half = np.where(s <= 0.5, 0.5 * (2 * s) ** p, 1 - 0.5 * (2 * (1 - s)) ** q)

@@ -17,7 +17,7 @@ Example (harmonic oscillator over 4 > pi: conjugate point at t = pi):
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy.integrate import solve_ivp
@@ -46,7 +46,7 @@ def _jacobi_system(coeffs: Callable, curve: Curve, start: float, p=()) -> tuple[
     n = np.atleast_2d(v0).shape[0]
 
     def rhs(x, z):
-        H, M = z[: n * n].reshape(n, n), z[n * n:].reshape(n, n)
+        H, M = z[: n * n].reshape(n, n), z[n * n :].reshape(n, n)
         v, d = curve(np.array([x]))
         P, C, R = (m[0] for m in coeffs(np.array([x]), np.atleast_2d(v), np.atleast_2d(d), p))
         dH = np.linalg.solve(P, M - C.T @ H)
@@ -62,7 +62,8 @@ def conjugate_point(coeffs: Callable, curve: Curve, start: float, end: float, p=
 
     def event(x, z):  # det H / (x - start)^n -> 1 at the start, so only genuine zeros count
         gap = x - start
-        return 1.0 if gap <= 0 else float(np.linalg.det(z[: n * n].reshape(n, n)) / gap ** n)
+        return 1.0 if gap <= 0 else float(np.linalg.det(z[: n * n].reshape(n, n)) / gap**n)
+
     event.terminal = True
 
     sol = solve_ivp(rhs, (start, end), z0, events=event, rtol=1e-6, atol=1e-9, max_step=(end - start) / 50)
@@ -85,8 +86,9 @@ def end_conjugacy(functional: Functional, curve: Curve, interval: tuple[float, f
     try:
         with np.errstate(all="ignore"):
             n, rhs, z0 = _jacobi_system(coeffs, curve, a, np.asarray(multipliers, float))
-            sol = solve_ivp(rhs, (a, b), z0, rtol=1e-8, atol=1e-12, t_eval=np.linspace(a, b, 201),
-                            max_step=(b - a) / 50)
+            sol = solve_ivp(
+                rhs, (a, b), z0, rtol=1e-8, atol=1e-12, t_eval=np.linspace(a, b, 201), max_step=(b - a) / 50
+            )
     except (ValueError, np.linalg.LinAlgError):
         return None
     if sol.status != 0 or not np.all(np.isfinite(sol.y)):
@@ -95,8 +97,9 @@ def end_conjugacy(functional: Functional, curve: Curve, interval: tuple[float, f
     return float(det[-1] / det.max()) if det.max() > 0 else None
 
 
-def isoperimetric_conjugate_point(functional: Functional, coeffs: Callable, curve: Curve, start: float,
-                                  end: float, p=()) -> float | None:
+def isoperimetric_conjugate_point(
+    functional: Functional, coeffs: Callable, curve: Curve, start: float, end: float, p=()
+) -> float | None:
     """First x in (start, end] conjugate to start under one integral constraint integral G = c.
 
     Admissible variations keep delta K = integral psi h = 0, psi = G_y - (G_y')'. With the Jacobi
@@ -127,19 +130,34 @@ def isoperimetric_conjugate_point(functional: Functional, coeffs: Callable, curv
 
     def event(x, z):
         gap = x - start
-        return float(np.sign(P0)) if gap <= 0 else (z[0] * z[5] - z[2] * z[4]) / gap ** 4
+        return float(np.sign(P0)) if gap <= 0 else (z[0] * z[5] - z[2] * z[4]) / gap**4
+
     event.terminal = True
 
-    sol = solve_ivp(rhs, (start, end), [0.0, P0, 0.0, 0.0, 0.0, 0.0], rtol=1e-10, atol=1e-300, events=event,
-                    max_step=(end - start) / 50)
+    sol = solve_ivp(
+        rhs,
+        (start, end),
+        [0.0, P0, 0.0, 0.0, 0.0, 0.0],
+        rtol=1e-10,
+        atol=1e-300,
+        events=event,
+        max_step=(end - start) / 50,
+    )
     if sol.status == -1 or not np.all(np.isfinite(sol.y)):
         raise SolveError(f"Jacobi equation: integration failed ({sol.message})")
     hits = sol.t_events[0]
     return float(hits[0]) if len(hits) else None
 
 
-def check_second_variation(functional: Functional, curve: Curve, interval: tuple[float, float], sense: str = "min",
-                     multipliers=(), grid: int = 201, start_offset: float = 1e-6) -> SecondVariation:
+def check_second_variation(
+    functional: Functional,
+    curve: Curve,
+    interval: tuple[float, float],
+    sense: str = "min",
+    multipliers=(),
+    grid: int = 201,
+    start_offset: float = 1e-6,
+) -> SecondVariation:
     """Legendre and Jacobi checks along `curve` (x -> (values, slopes)); see the module docstring.
 
     The checks start at a + start_offset (b - a): end points can be singular (the brachistochrone)
@@ -158,24 +176,42 @@ def check_second_variation(functional: Functional, curve: Curve, interval: tuple
     kind = "minimum" if lo > 0 else "maximum" if hi < 0 else None
     legendre_min = lo if sense == "min" else -hi
     if kind is None:
-        return SecondVariation(legendre_min, None, "saddle",
-                               f"Legendre condition fails: F_y'y' takes both signs ({lo:.3g} to {hi:.3g})")
+        return SecondVariation(
+            legendre_min, None, "saddle", f"Legendre condition fails: F_y'y' takes both signs ({lo:.3g} to {hi:.3g})"
+        )
     if functional.constraints and (len(functional.constraints) > 1 or len(functional.functions) > 1):
-        return SecondVariation(legendre_min, None, "stationary",
-                               f"strict Legendre condition for a {kind}; the Jacobi test with several constraints "
-                               "or functions is not implemented")
+        return SecondVariation(
+            legendre_min,
+            None,
+            "stationary",
+            f"strict Legendre condition for a {kind}; the Jacobi test with several constraints "
+            "or functions is not implemented",
+        )
     try:
         with np.errstate(all="ignore"):
-            xc = (isoperimetric_conjugate_point(functional, coeffs, curve, start, b, p) if functional.constraints
-                  else conjugate_point(coeffs, curve, start, b, p))
+            xc = (
+                isoperimetric_conjugate_point(functional, coeffs, curve, start, b, p)
+                if functional.constraints
+                else conjugate_point(coeffs, curve, start, b, p)
+            )
     except (ValueError, np.linalg.LinAlgError) as e:
         return SecondVariation(legendre_min, None, "stationary", f"strict Legendre condition for a {kind}; {e}")
     if xc is None:
-        return SecondVariation(legendre_min, None, kind, f"strict Legendre condition and no conjugate point "
-                                                        f"in (a, b]: a weak local {kind}")
+        return SecondVariation(
+            legendre_min, None, kind, f"strict Legendre condition and no conjugate point in (a, b]: a weak local {kind}"
+        )
     if xc >= b - 1e-7 * (b - a):
-        return SecondVariation(legendre_min, xc, "stationary", "the end point is conjugate to the start: "
-                                                              "the extremal is not a strict extremum")
-    return SecondVariation(legendre_min, xc, "saddle", f"conjugate point at {functional.variable}={xc:.6g} inside "
-                           f"({a:g}, {b:g}): the second variation takes both signs, so this is a saddle, "
-                           f"not a {kind}")
+        return SecondVariation(
+            legendre_min,
+            xc,
+            "stationary",
+            "the end point is conjugate to the start: the extremal is not a strict extremum",
+        )
+    return SecondVariation(
+        legendre_min,
+        xc,
+        "saddle",
+        f"conjugate point at {functional.variable}={xc:.6g} inside "
+        f"({a:g}, {b:g}): the second variation takes both signs, so this is a saddle, "
+        f"not a {kind}",
+    )

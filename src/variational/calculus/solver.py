@@ -24,8 +24,15 @@ __all__ = ["METHODS", "functional_problem", "solve", "solve_functional"]
 METHODS = ("bvp", "direct")
 
 
-def solve(problem: Problem, method: str | None = None, *, bvp: BVPConfig = BVPConfig(),
-          direct: DirectConfig = DirectConfig(), device: str = "cpu", check: bool = True) -> Extremal:
+def solve(
+    problem: Problem,
+    method: str | None = None,
+    *,
+    bvp: BVPConfig = BVPConfig(),
+    direct: DirectConfig = DirectConfig(),
+    device: str = "cpu",
+    check: bool = True,
+) -> Extremal:
     """The extremal of `problem` by `method` ('bvp', the default, or 'direct').
 
     check: run the Legendre and Jacobi tests and put their verdict in `Extremal.status`.
@@ -38,8 +45,9 @@ def solve(problem: Problem, method: str | None = None, *, bvp: BVPConfig = BVPCo
     sol: Solution = solve_bvp_problem(problem, bvp) if method == "bvp" else solve_direct(problem, direct, device)
     ext = sol.extremal
     if check:
-        ext.second_variation = check_second_variation(sol.functional, sol.curve, problem.interval, problem.sense,
-                                                sol.multipliers)
+        ext.second_variation = check_second_variation(
+            sol.functional, sol.curve, problem.interval, problem.sense, sol.multipliers
+        )
         ext.status = ext.second_variation.verdict
     if problem.exact is not None:
         ext.exact_J = problem.exact_J
@@ -47,8 +55,18 @@ def solve(problem: Problem, method: str | None = None, *, bvp: BVPConfig = BVPCo
     return ext
 
 
-def solve_functional(functional: Functional, interval: tuple[float, float], left, right, *, guess=None,
-                     multiplier_guess=None, sense: str = "min", method: str = "bvp", **kwargs) -> Extremal:
+def solve_functional(
+    functional: Functional,
+    interval: tuple[float, float],
+    left,
+    right,
+    *,
+    guess=None,
+    multiplier_guess=None,
+    sense: str = "min",
+    method: str = "bvp",
+    **kwargs,
+) -> Extremal:
     """Solve a user's functional between end values; the result is checked as `solve` checks it.
 
     Args:
@@ -87,17 +105,37 @@ def solve_functional(functional: Functional, interval: tuple[float, float], left
         >>> round(e.J, 6)   # coth(1): y = sinh(x)/sinh(1)
         1.313035
     """
-    problem = functional_problem(functional, interval, left, right, guess=guess, multiplier_guess=multiplier_guess,
-                                 sense=sense, advice=GUESS_ADVICE)
+    problem = functional_problem(
+        functional,
+        interval,
+        left,
+        right,
+        guess=guess,
+        multiplier_guess=multiplier_guess,
+        sense=sense,
+        advice=GUESS_ADVICE,
+    )
     return solve(problem, method, **kwargs)
 
 
-GUESS_ADVICE = ("the start was the straight line between the end values: pass guess= (a curve x -> values near the "
-                "answer) and multiplier_guess= for each constraint")
+GUESS_ADVICE = (
+    "the start was the straight line between the end values: pass guess= (a curve x -> values near the "
+    "answer) and multiplier_guess= for each constraint"
+)
 
 
-def functional_problem(functional: Functional, interval, left, right, *, guess=None, multiplier_guess=None,
-                       sense: str = "min", advice: str = "", name: str = "functional") -> Problem:
+def functional_problem(
+    functional: Functional,
+    interval,
+    left,
+    right,
+    *,
+    guess=None,
+    multiplier_guess=None,
+    sense: str = "min",
+    advice: str = "",
+    name: str = "functional",
+) -> Problem:
     """The Problem `solve_functional` solves (see there); `advice` is added to failure messages when
     the default straight-line guess is used (it names the option that passes a better one)."""
     lc, rc = _conditions(left, functional, "left"), _conditions(right, functional, "right")
@@ -107,8 +145,9 @@ def functional_problem(functional: Functional, interval, left, right, *, guess=N
     if multiplier_guess is None:
         multiplier_guess = (1.0,) * len(functional.constraints)
     shaped = lambda x, g=guess: np.atleast_2d(np.asarray(g(x), dtype=float))  # noqa: E731
-    return Problem(name, functional, interval, lc, rc, shaped, tuple(float(m) for m in multiplier_guess), sense,
-                   hint=hint)
+    return Problem(
+        name, functional, interval, lc, rc, shaped, tuple(float(m) for m in multiplier_guess), sense, hint=hint
+    )
 
 
 def _conditions(ends, functional: Functional, side: str) -> tuple[tuple[float | None, ...], ...]:
@@ -116,13 +155,16 @@ def _conditions(ends, functional: Functional, side: str) -> tuple[tuple[float | 
     if not isinstance(ends, (list, tuple)):
         ends = [ends]
     if len(ends) != len(functional.functions):
-        raise ConfigError(f"{side}: {len(functional.functions)} unknown function(s) need as many end conditions, "
-                          f"got {len(ends)}")
+        raise ConfigError(
+            f"{side}: {len(functional.functions)} unknown function(s) need as many end conditions, got {len(ends)}"
+        )
+
     def as_value(v):
         try:
             return None if v is None else float(v)
         except (TypeError, ValueError):
             raise ConfigError(f"{side}: end values must be numbers or None (a free end), got {v!r}") from None
+
     return tuple(tuple(map(as_value, v)) if isinstance(v, (tuple, list)) else (as_value(v),) for v in ends)
 
 

@@ -48,15 +48,19 @@ def verify_extremal(problem: Problem, extremal: Extremal, end_tol: float, functi
     """
     name, method = problem.name, extremal.method
     if not (np.all(np.isfinite(extremal.x)) and np.all(np.isfinite(extremal.y))):
-        raise SolveError(f"{name}: the {method} method returned a curve with non-finite values "
-                         f"(largest finite |y| = {_largest_finite(extremal.y):.3g}): no extremal was found")
+        raise SolveError(
+            f"{name}: the {method} method returned a curve with non-finite values "
+            f"(largest finite |y| = {_largest_finite(extremal.y):.3g}): no extremal was found"
+        )
     bad = {k: v for k, v in extremal.multipliers.items() if not np.isfinite(v)}
     if bad:
         raise SolveError(f"{name}: the {method} method returned non-finite multipliers {bad}")
     if not np.isfinite(extremal.J):
-        raise SolveError(f"{name}: J = {extremal.J} along the {method} curve: "
-                         f"{where_not_finite(functional or problem.functional, curve, extremal)}; "
-                         "no real extremal with these end values was found")
+        raise SolveError(
+            f"{name}: J = {extremal.J} along the {method} curve: "
+            f"{where_not_finite(functional or problem.functional, curve, extremal)}; "
+            "no real extremal with these end values was found"
+        )
     _check_ends(problem, extremal, end_tol)
     return extremal
 
@@ -72,7 +76,8 @@ def _check_ends(problem: Problem, extremal: Extremal, end_tol: float) -> None:
                 raise SolveError(
                     f"{problem.name}: the {extremal.method} curve misses its {side} end value "
                     f"{extremal.functions[i]} = {c[0]:g} by {err:.3g} ({err / scale:.1e} relative to the curve's "
-                    f"scale {scale:.3g}, allowed {end_tol:.1e}): no extremal with these end values was found")
+                    f"scale {scale:.3g}, allowed {end_tol:.1e}): no extremal with these end values was found"
+                )
 
 
 def where_not_finite(functional, curve, extremal: Extremal) -> str:
@@ -90,9 +95,11 @@ def where_not_finite(functional, curve, extremal: Extremal) -> str:
     names = [f.func.__name__ for f in functional.functions]
     at = ", ".join(f"{f}={values[k, i]:.6g}, {f}'={slopes[k, i]:.6g}" for k, f in enumerate(names))
     var = functional.variable
-    return (f"the Lagrangian {functional.lagrangian} is {L[i]} at {var}={extremal.x[i]:.6g} ({at}) and on "
-            f"{idx.size} of {L.size} grid points, outside its real domain (a square root or log of a negative "
-            "number?)")
+    return (
+        f"the Lagrangian {functional.lagrangian} is {L[i]} at {var}={extremal.x[i]:.6g} ({at}) and on "
+        f"{idx.size} of {L.size} grid points, outside its real domain (a square root or log of a negative "
+        "number?)"
+    )
 
 
 def _largest_finite(y: np.ndarray) -> float:

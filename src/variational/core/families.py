@@ -225,8 +225,9 @@ class Flow(Family):
 
         self.dim = self.noise_dim = dim
         with _fork_rng(generator):
-            self.flow = zuko.flows.NSF(dim, transforms=transforms, bins=bins, passes=2 if dim > 1 else None,
-                                       hidden_features=[hidden, hidden])
+            self.flow = zuko.flows.NSF(
+                dim, transforms=transforms, bins=bins, passes=2 if dim > 1 else None, hidden_features=[hidden, hidden]
+            )
         self.loc, self.log_scale = _location_and_log_scale(dim, loc, scale)
 
     def transform_noise(self, eps: Tensor) -> Tensor:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import math
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -31,8 +31,15 @@ from variational.data import idx
 from variational.errors import DataError
 
 __all__ = [
-    "DataError", "DatasetNotFoundError", "Split", "Dataset",
-    "load", "names", "register", "split_validation", "search_dirs",
+    "DataError",
+    "DatasetNotFoundError",
+    "Split",
+    "Dataset",
+    "load",
+    "names",
+    "register",
+    "split_validation",
+    "search_dirs",
 ]
 
 ENV_VAR = "VARIATIONAL_DATA"
@@ -41,7 +48,7 @@ IDX_STEMS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-DIGITS_TEST = 297      # digits has no published split: the last 297 of 1797 images are the test set
+DIGITS_TEST = 297  # digits has no published split: the last 297 of 1797 images are the test set
 NPY_TEST_FRACTION = 0.1  # a single .npy array: its last 10% (rounded up) is the test set
 
 
@@ -58,11 +65,14 @@ class Split:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.float32 or self.images.dim() != 3:
-            raise ValueError(f"Split.images: expected float32 (N, H, W), "
-                             f"got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(
+                f"Split.images: expected float32 (N, H, W), got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         if self.labels is not None and (self.labels.dtype != torch.int64 or self.labels.shape != self.images.shape[:1]):
-            raise ValueError(f"Split.labels: expected int64 ({len(self.images)},), got "
-                             f"{self.labels.dtype} {tuple(self.labels.shape)}")
+            raise ValueError(
+                f"Split.labels: expected int64 ({len(self.images)},), got "
+                f"{self.labels.dtype} {tuple(self.labels.shape)}"
+            )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -79,8 +89,10 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if self.train.images.shape[1:] != self.test.images.shape[1:]:
-            raise ValueError(f"Dataset {self.name}: train images are {tuple(self.train.images.shape[1:])} "
-                             f"but test images are {tuple(self.test.images.shape[1:])}")
+            raise ValueError(
+                f"Dataset {self.name}: train images are {tuple(self.train.images.shape[1:])} "
+                f"but test images are {tuple(self.test.images.shape[1:])}"
+            )
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -92,9 +104,11 @@ _REGISTRY: dict[str, Callable[[Path | None], Dataset]] = {}
 
 def register(name: str) -> Callable:
     """Decorator: register `loader(data_dir) -> Dataset` under `name` for `load(name)`."""
+
     def wrap(loader: Callable[[Path | None], Dataset]) -> Callable[[Path | None], Dataset]:
         _REGISTRY[name] = loader
         return loader
+
     return wrap
 
 
@@ -114,8 +128,10 @@ def load(name: str, data_dir: str | os.PathLike | None = None) -> Dataset:
         return _load_arrays(name, array_path)
     key = name.strip().lower().replace("_", "-")
     if key not in _REGISTRY:
-        raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(names())}, "
-                        f"or give a .npy/.npz file (npz:PATH, npy:PATH)")
+        raise DataError(
+            f"unknown dataset {name!r}: choose one of {', '.join(names())}, "
+            f"or give a .npy/.npz file (npz:PATH, npy:PATH)"
+        )
     return _REGISTRY[key](None if data_dir is None else Path(data_dir))
 
 
@@ -151,8 +167,9 @@ def _digits(size: int | None) -> tuple[Split, Split]:
     bunch = load_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float32) / 16.0  # grey levels 0..16
     if size is not None:
-        images = torch.nn.functional.interpolate(images[:, None], size=(size, size), mode="bilinear",
-                                                 align_corners=False)[:, 0]
+        images = torch.nn.functional.interpolate(
+            images[:, None], size=(size, size), mode="bilinear", align_corners=False
+        )[:, 0]
         images = images.clamp_(0.0, 1.0)  # bilinear weights are convex; clamp only rounding
     labels = torch.as_tensor(bunch.target, dtype=torch.int64)
     cut = len(images) - DIGITS_TEST
@@ -162,17 +179,25 @@ def _digits(size: int | None) -> tuple[Split, Split]:
 @register("digits")
 def _load_digits(data_dir: Path | None) -> Dataset:
     train, test = _digits(28)
-    return Dataset("digits", train, test,
-                   f"scikit-learn digits (8x8, grey 0..16 scaled to [0,1]) upscaled bilinearly to 28x28; "
-                   f"fixed split: first {len(train)} train, last {len(test)} test")
+    return Dataset(
+        "digits",
+        train,
+        test,
+        f"scikit-learn digits (8x8, grey 0..16 scaled to [0,1]) upscaled bilinearly to 28x28; "
+        f"fixed split: first {len(train)} train, last {len(test)} test",
+    )
 
 
 @register("digits8")
 def _load_digits8(data_dir: Path | None) -> Dataset:
     train, test = _digits(None)
-    return Dataset("digits8", train, test,
-                   f"scikit-learn digits at native 8x8 (grey 0..16 scaled to [0,1]); "
-                   f"fixed split: first {len(train)} train, last {len(test)} test")
+    return Dataset(
+        "digits8",
+        train,
+        test,
+        f"scikit-learn digits at native 8x8 (grey 0..16 scaled to [0,1]); "
+        f"fixed split: first {len(train)} train, last {len(test)} test",
+    )
 
 
 # ---------------------------------------------------------------- IDX datasets (MNIST family)
@@ -190,15 +215,24 @@ _FILES = "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-id
 IDX_SOURCES = {
     s.name: s
     for s in (
-        _IdxSource("fashion-mnist", "Fashion-MNIST",
-                   "install it with `sudo apt-get install dataset-fashion-mnist`, or download "
-                   f"{_FILES} from http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"),
-        _IdxSource("mnist", "MNIST",
-                   f"download {_FILES} from https://yann.lecun.com/exdb/mnist/ "
-                   f"(mirror: https://ossci-datasets.s3.amazonaws.com/mnist/)"),
-        _IdxSource("kmnist", "Kuzushiji-MNIST",
-                   f"download {_FILES} from http://codh.rois.ac.jp/kmnist/dataset/kmnist/ "
-                   f"(see https://github.com/rois-codh/kmnist)"),
+        _IdxSource(
+            "fashion-mnist",
+            "Fashion-MNIST",
+            "install it with `sudo apt-get install dataset-fashion-mnist`, or download "
+            f"{_FILES} from http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        ),
+        _IdxSource(
+            "mnist",
+            "MNIST",
+            f"download {_FILES} from https://yann.lecun.com/exdb/mnist/ "
+            f"(mirror: https://ossci-datasets.s3.amazonaws.com/mnist/)",
+        ),
+        _IdxSource(
+            "kmnist",
+            "Kuzushiji-MNIST",
+            f"download {_FILES} from http://codh.rois.ac.jp/kmnist/dataset/kmnist/ "
+            f"(see https://github.com/rois-codh/kmnist)",
+        ),
     )
 }
 
@@ -223,8 +257,9 @@ def _idx_files(directory: Path, title: str) -> dict[str, Path] | None:
             found[stem] = path
     if found and len(found) < 4:
         missing = sorted(set(s for pair in IDX_STEMS.values() for s in pair) - set(found))
-        raise DataError(f"{directory}: incomplete {title} directory: "
-                        f"missing {', '.join(missing)} (.gz or uncompressed)")
+        raise DataError(
+            f"{directory}: incomplete {title} directory: missing {', '.join(missing)} (.gz or uncompressed)"
+        )
     return found or None
 
 
@@ -243,12 +278,18 @@ def _load_idx(source: _IdxSource, data_dir: Path | None) -> Dataset:
             train = _idx_split(files, "train", source.num_classes)
             test = _idx_split(files, "test", source.num_classes)
             h, w = train.images.shape[1:]
-            return Dataset(source.name, train, test,
-                           f"{source.title} from {directory}: {h}x{w} grey, "
-                           f"{len(train)} train / {len(test)} test (published split)")
-    raise DatasetNotFoundError(f"dataset {source.name!r} not found: searched {', '.join(map(str, dirs))}; "
-                               f"to get it, {source.how_to_get} into one of them "
-                               f"(or name another directory with --data-dir / data_dir or ${ENV_VAR})")
+            return Dataset(
+                source.name,
+                train,
+                test,
+                f"{source.title} from {directory}: {h}x{w} grey, "
+                f"{len(train)} train / {len(test)} test (published split)",
+            )
+    raise DatasetNotFoundError(
+        f"dataset {source.name!r} not found: searched {', '.join(map(str, dirs))}; "
+        f"to get it, {source.how_to_get} into one of them "
+        f"(or name another directory with --data-dir / data_dir or ${ENV_VAR})"
+    )
 
 
 for _source in IDX_SOURCES.values():
@@ -262,7 +303,7 @@ def _array_path(name: str) -> Path | None:
     """The file named by `npz:PATH`, `npy:PATH` or a path ending in .npz/.npy; None otherwise."""
     for prefix in ("npz:", "npy:"):
         if name.startswith(prefix):
-            return Path(name[len(prefix):]).expanduser()
+            return Path(name[len(prefix) :]).expanduser()
     return Path(name).expanduser() if name.lower().endswith((".npz", ".npy")) else None
 
 
@@ -291,8 +332,10 @@ def _unit_images(array: np.ndarray, where: str) -> Tensor:
     if array.dtype == np.bool_:
         return torch.from_numpy(array.astype(np.float32))
     if not np.issubdtype(array.dtype, np.floating):
-        raise DataError(f"{where}: expected uint8 (0..255) or float (0..1) images, found {array.dtype}; "
-                        f"convert integer grey levels with .astype(numpy.uint8)")
+        raise DataError(
+            f"{where}: expected uint8 (0..255) or float (0..1) images, found {array.dtype}; "
+            f"convert integer grey levels with .astype(numpy.uint8)"
+        )
     if not np.isfinite(array).all():
         raise DataError(f"{where}: float images hold non-finite values (NaN or inf)")
     if array.min() < 0.0 or array.max() > 1.0:
@@ -321,19 +364,27 @@ def _load_arrays(name: str, path: Path) -> Dataset:
         return _npy_dataset(name, path, arrays[""])
     keys = next((k for k in (("x_train", "x_test"), ("train", "test")) if set(k) <= set(arrays)), None)
     if keys is None:
-        raise DataError(f"{path}: expected arrays x_train and x_test (or train and test), "
-                        f"found {', '.join(sorted(arrays)) or 'none'}")
+        raise DataError(
+            f"{path}: expected arrays x_train and x_test (or train and test), "
+            f"found {', '.join(sorted(arrays)) or 'none'}"
+        )
     if ("y_train" in arrays) != ("y_test" in arrays):
         only = "y_train" if "y_train" in arrays else "y_test"
         raise DataError(f"{path}: labels must be given for both splits: found only {only}")
     train = _npz_split(arrays, keys[0], "y_train", path)
     test = _npz_split(arrays, keys[1], "y_test", path)
     if train.images.shape[1:] != test.images.shape[1:]:
-        raise DataError(f"{path}: {keys[0]} images are {tuple(train.images.shape[1:])} "
-                        f"but {keys[1]} images are {tuple(test.images.shape[1:])}")
+        raise DataError(
+            f"{path}: {keys[0]} images are {tuple(train.images.shape[1:])} "
+            f"but {keys[1]} images are {tuple(test.images.shape[1:])}"
+        )
     h, w = train.images.shape[1:]
-    return Dataset(name, train, test, f"{path} ({keys[0]}/{keys[1]}): {h}x{w}, "
-                                      f"{len(train)} train / {len(test)} test (the file's split)")
+    return Dataset(
+        name,
+        train,
+        test,
+        f"{path} ({keys[0]}/{keys[1]}): {h}x{w}, {len(train)} train / {len(test)} test (the file's split)",
+    )
 
 
 def _npy_dataset(name: str, path: Path, array: np.ndarray) -> Dataset:
@@ -343,6 +394,9 @@ def _npy_dataset(name: str, path: Path, array: np.ndarray) -> Dataset:
         raise DataError(f"{path}: {len(images)} image(s) are too few to hold out a test part")
     cut = len(images) - n_test
     h, w = images.shape[1:]
-    return Dataset(name, Split(images[:cut], None), Split(images[cut:], None),
-                   f"{path}: {h}x{w}, {len(images)} unlabelled images; fixed split: first {cut} train, "
-                   f"last {n_test} (10%) test")
+    return Dataset(
+        name,
+        Split(images[:cut], None),
+        Split(images[cut:], None),
+        f"{path}: {h}x{w}, {len(images)} unlabelled images; fixed split: first {cut} train, last {n_test} (10%) test",
+    )

@@ -76,8 +76,9 @@ def _parse_header(path: Path, buf: bytes) -> tuple[np.dtype, tuple[int, ...], in
         raise IdxError(f"{path}: wrong dimensions: the magic number declares 0 dimensions")
     header = 4 + 4 * ndim
     if len(buf) < header:
-        raise IdxError(f"{path}: truncated IDX file: header declares {ndim} dimensions "
-                       f"but the file ends at byte {len(buf)}")
+        raise IdxError(
+            f"{path}: truncated IDX file: header declares {ndim} dimensions but the file ends at byte {len(buf)}"
+        )
     shape = tuple(int(s) for s in np.frombuffer(buf, dtype=">u4", count=ndim, offset=4))
     return _CODES[buf[2]], shape, header
 
@@ -94,11 +95,14 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     found = len(buf) - header
     dims = "x".join(map(str, shape))
     if found < expected:
-        raise IdxError(f"{path}: truncated IDX file: header declares {dims} {dtype.name} = {expected} "
-                       f"data bytes, found {found}")
+        raise IdxError(
+            f"{path}: truncated IDX file: header declares {dims} {dtype.name} = {expected} data bytes, found {found}"
+        )
     if found > expected:
-        raise IdxError(f"{path}: wrong sizes: header declares {dims} {dtype.name} = {expected} data bytes, "
-                       f"but {found - expected} extra bytes follow")
+        raise IdxError(
+            f"{path}: wrong sizes: header declares {dims} {dtype.name} = {expected} data bytes, "
+            f"but {found - expected} extra bytes follow"
+        )
     # astype copies: the result is writable and in native byte order.
     return np.frombuffer(buf, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
@@ -108,8 +112,10 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
     array = np.asarray(array)
     code = next((c for c, dt in _CODES.items() if dt == array.dtype.newbyteorder(">")), None)
     if code is None or array.ndim == 0 or array.ndim > 255:
-        raise ValueError(f"{path}: IDX cannot hold a {array.ndim}-d array of {array.dtype} "
-                         f"(types: uint8, int8, int16, int32, float32, float64; 1 to 255 dims)")
+        raise ValueError(
+            f"{path}: IDX cannot hold a {array.ndim}-d array of {array.dtype} "
+            f"(types: uint8, int8, int16, int32, float32, float64; 1 to 255 dims)"
+        )
     header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
     payload = header + np.ascontiguousarray(array, dtype=_CODES[code]).tobytes()
     if str(path).endswith(".gz"):
@@ -123,8 +129,10 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
 
 def _check_dims(path: Path, array: np.ndarray, ndim: int, what: str) -> None:
     if array.ndim != ndim:
-        raise IdxError(f"{path}: wrong dimensions for {what}: expected {ndim}, found {array.ndim} "
-                       f"(shape {'x'.join(map(str, array.shape))})")
+        raise IdxError(
+            f"{path}: wrong dimensions for {what}: expected {ndim}, found {array.ndim} "
+            f"(shape {'x'.join(map(str, array.shape))})"
+        )
     if array.dtype != np.uint8:
         raise IdxError(f"{path}: wrong type for {what}: expected unsigned bytes (0x08), found {array.dtype}")
 
@@ -148,12 +156,15 @@ def read_labels(path: str | os.PathLike, num_classes: int | None = None) -> np.n
     return array
 
 
-def read_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike,
-              num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_pair(
+    images_path: str | os.PathLike, labels_path: str | os.PathLike, num_classes: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Images and their labels, checked to hold the same number of examples."""
     images = read_images(images_path)
     labels = read_labels(labels_path, num_classes)
     if len(images) != len(labels):
-        raise IdxError(f"{images_path}: image/label count mismatch: {len(images)} images but "
-                       f"{labels_path} holds {len(labels)} labels")
+        raise IdxError(
+            f"{images_path}: image/label count mismatch: {len(images)} images but "
+            f"{labels_path} holds {len(labels)} labels"
+        )
     return images, labels

@@ -16,15 +16,22 @@ from pathlib import Path
 from variational._lazy import lazy_exports
 
 _HOME = {
-    "DiffusionConfig": "config", "OBJECTIVES": "choices",
+    "DiffusionConfig": "config",
+    "OBJECTIVES": "choices",
     "Diffusion": "model",
-    "Schedule": "schedule", "SCHEDULES": "choices",
+    "Schedule": "schedule",
+    "SCHEDULES": "choices",
     "Bound": "evaluation",
     "DiscretizedNormal": "likelihood",
     "ImportanceSampler": "objectives",
     "SAMPLERS": "choices",
-    "PRESETS": "unet", "UNet": "unet", "UNetSpec": "unet",
-    "Run": "trainer", "TrainingDiverged": "trainer", "TrainingInterrupted": "trainer", "resume": "trainer",
+    "PRESETS": "unet",
+    "UNet": "unet",
+    "UNetSpec": "unet",
+    "Run": "trainer",
+    "TrainingDiverged": "trainer",
+    "TrainingInterrupted": "trainer",
+    "resume": "trainer",
     "train": "trainer",
 }
 

@@ -32,16 +32,33 @@ SAMPLE_EXAMPLES = """examples:
 
 # flag -> type; None-valued flags are left to the config file / defaults.
 OVERRIDES = {
-    "dataset": str, "data_dir": str, "binarize": str, "levels": int, "preset": str, "channels": int,
-    "timesteps": int, "schedule": str, "parameterization": str, "variance": str, "objective": str,
-    "hybrid_lambda": float, "epochs": int, "batch_size": int, "lr": float, "ema": float, "seed": int,
+    "dataset": str,
+    "data_dir": str,
+    "binarize": str,
+    "levels": int,
+    "preset": str,
+    "channels": int,
+    "timesteps": int,
+    "schedule": str,
+    "parameterization": str,
+    "variance": str,
+    "objective": str,
+    "hybrid_lambda": float,
+    "epochs": int,
+    "batch_size": int,
+    "lr": float,
+    "ema": float,
+    "seed": int,
     "device": str,
 }
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("diffusion", help="diffusion models (DDPM): train, bound on -log p(x), sample",
-                              description="DDPMs as latent-variable models, trained and scored by their variational bound.")
+    p = subparsers.add_parser(
+        "diffusion",
+        help="diffusion models (DDPM): train, bound on -log p(x), sample",
+        description="DDPMs as latent-variable models, trained and scored by their variational bound.",
+    )
     sub = p.add_subparsers(dest="diffusion_command", metavar="SUBCOMMAND", required=True)
     _add_train(sub)
     _add_eval(sub)
@@ -58,20 +75,30 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         VARIANCES,
     )
 
-    p = sub.add_parser("train", help="train a DDPM (writes a run directory)", epilog=TRAIN_EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Train a DDPM. Settings: defaults < --config file < flags.")
+    p = sub.add_parser(
+        "train",
+        help="train a DDPM (writes a run directory)",
+        epilog=TRAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a DDPM. Settings: defaults < --config file < flags.",
+    )
     p.add_argument("--config", metavar="FILE", help="TOML or JSON file of config fields")
-    p.add_argument("--dataset", help="digits8 (default, embedded), digits, mnist, fashion-mnist, kmnist, or a .npz/.npy path")
+    p.add_argument(
+        "--dataset", help="digits8 (default, embedded), digits, mnist, fashion-mnist, kmnist, or a .npz/.npy path"
+    )
     p.add_argument("--data-dir", help="where to look for IDX datasets (then $VARIATIONAL_DATA, /usr/share/datasets)")
     p.add_argument("--binarize", choices=BINARIZE, help="binarise the images (the decoder then has 2 levels)")
     p.add_argument("--levels", type=int, help="levels of the discretised decoder (default 256, or 2 when binarised)")
-    p.add_argument("--preset", choices=PRESETS, help="U-Net size: tiny (8x8, tests), small (28x28 on a CPU), base (GPUs)")
+    p.add_argument(
+        "--preset", choices=PRESETS, help="U-Net size: tiny (8x8, tests), small (28x28 on a CPU), base (GPUs)"
+    )
     p.add_argument("--channels", type=int, help="U-Net base width (overrides the preset)")
     p.add_argument("--timesteps", type=int, help="T, the number of diffusion steps (default 1000)")
     p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--parameterization", choices=PARAMETERIZATIONS, help="what the network predicts")
-    p.add_argument("--variance", choices=VARIANCES, help="reverse variance: beta-tilde (small), beta (large) or learned")
+    p.add_argument(
+        "--variance", choices=VARIANCES, help="reverse variance: beta-tilde (small), beta (large) or learned"
+    )
     p.add_argument("--objective", choices=OBJECTIVES, help="simple (eps MSE), vlb (the bound), hybrid (default)")
     p.add_argument("--hybrid-lambda", type=float, help="weight of the bound in the hybrid objective (0.001)")
     p.add_argument("--epochs", type=int)
@@ -87,15 +114,22 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="the bound on -log p(x) of the test set (nats, bits/dim)", epilog=EVAL_EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Evaluate a run's bound on -log p(x) on its test set, with the EMA weights.")
+    p = sub.add_parser(
+        "eval",
+        help="the bound on -log p(x) of the test set (nats, bits/dim)",
+        epilog=EVAL_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Evaluate a run's bound on -log p(x) on its test set, with the EMA weights.",
+    )
     p.add_argument("run_dir", metavar="RUN", help="run directory (or its model.safetensors)")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--full", action="store_true", help="sum all T terms (the default is --t-samples 10)")
     how.add_argument("--t-samples", type=_positive, metavar="S", help="unbiased estimate from S sampled t per image")
-    p.add_argument("--importance", action="store_true",
-                   help="draw t from the importance sampler a --objective vlb run learned (its checkpoint)")
+    p.add_argument(
+        "--importance",
+        action="store_true",
+        help="draw t from the importance sampler a --objective vlb run learned (its checkpoint)",
+    )
     p.add_argument("--limit", type=_positive, metavar="N", help="only the first N test images")
     p.add_argument("--batch-size", type=_positive, default=512, help="network rows per call (default 512)")
     p.add_argument("--seed", type=int, default=0)
@@ -108,9 +142,13 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def _add_sample(sub: argparse._SubParsersAction) -> None:
     from variational.diffusion.choices import SAMPLERS
 
-    p = sub.add_parser("sample", help="draw images from a trained model", epilog=SAMPLE_EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Draw images with the ancestral (ddpm) or DDIM sampler, with the EMA weights.")
+    p = sub.add_parser(
+        "sample",
+        help="draw images from a trained model",
+        epilog=SAMPLE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Draw images with the ancestral (ddpm) or DDIM sampler, with the EMA weights.",
+    )
     p.add_argument("run_dir", metavar="RUN", help="run directory (or its model.safetensors)")
     p.add_argument("-n", type=_positive, default=64, help="number of images (default 64)")
     p.add_argument("--steps", type=_positive, help="sampling steps (default T)")
@@ -156,11 +194,16 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         if out is None:
             raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
-        given = [f"--{n.replace('_', '-')}" for n in OVERRIDES
-                 if n not in ("epochs", "device") and getattr(args, n, None) is not None]
+        given = [
+            f"--{n.replace('_', '-')}"
+            for n in OVERRIDES
+            if n not in ("epochs", "device") and getattr(args, n, None) is not None
+        ]
         if given or args.config:
-            raise ConfigError("--resume continues a run as it was configured; only --epochs and --device may "
-                              f"change (got {', '.join(given + (['--config'] if args.config else []))})")
+            raise ConfigError(
+                "--resume continues a run as it was configured; only --epochs and --device may "
+                f"change (got {', '.join(given + (['--config'] if args.config else []))})"
+            )
     try:
         if args.resume:
             run = resume(out, epochs=args.epochs, device=args.device, progress=not args.no_progress)
@@ -171,10 +214,14 @@ def _train(args: argparse.Namespace) -> int:
         return 130
     last = run.metrics[-1] if run.metrics else None
     if last is not None:
-        print(f"test bound after {last['epoch']} epochs: {last['test_bpd']:.4f} +- {last['test_bpd_stderr']:.4f} "
-              f"bits/dim ({last['test_nats']:.2f} nats per image; {run.config.eval_t_samples} sampled t per image)")
-    print(f"run directory: {run.dir}  (samples.png, denoising.png, curves.png; "
-          f"`variational diffusion eval {run.dir} --full` for the full bound)")
+        print(
+            f"test bound after {last['epoch']} epochs: {last['test_bpd']:.4f} +- {last['test_bpd_stderr']:.4f} "
+            f"bits/dim ({last['test_nats']:.2f} nats per image; {run.config.eval_t_samples} sampled t per image)"
+        )
+    print(
+        f"run directory: {run.dir}  (samples.png, denoising.png, curves.png; "
+        f"`variational diffusion eval {run.dir} --full` for the full bound)"
+    )
     return 0
 
 
@@ -199,8 +246,18 @@ def _eval(args: argparse.Namespace) -> int:
     probs = _importance_probs(args, model) if args.importance else None
     result = model.nll(x, t_samples=s, batch_size=args.batch_size, generator=g, probs=probs)
     if args.json:
-        print(dumps_json({"run_dir": str(args.run_dir), "dataset": c.dataset, "levels": c.data_levels,
-                          "timesteps": c.timesteps, "ema": not args.no_ema, **result.to_dict()}))
+        print(
+            dumps_json(
+                {
+                    "run_dir": str(args.run_dir),
+                    "dataset": c.dataset,
+                    "levels": c.data_levels,
+                    "timesteps": c.timesteps,
+                    "ema": not args.no_ema,
+                    **result.to_dict(),
+                }
+            )
+        )
     else:
         print(f"{c.dataset} test set, {c.data_levels}-level decoder, T = {c.timesteps}: {result}")
     return 0

@@ -92,8 +92,10 @@ class DiffusionConfig:
         if self.objective == "hybrid" and self.variance != "learned":
             raise ConfigError("objective 'hybrid' trains the variance through the bound: use variance 'learned'")
         if self.objective == "simple" and self.variance == "learned":
-            raise ConfigError("objective 'simple' does not train a learned variance: use 'hybrid' or 'vlb', "
-                              "or variance 'small' or 'large'")
+            raise ConfigError(
+                "objective 'simple' does not train a learned variance: use 'hybrid' or 'vlb', "
+                "or variance 'small' or 'large'"
+            )
         spec = self.unet_spec()
         if spec.channels < 1 or spec.res_blocks < 1 or not spec.mults or min(spec.mults) < 1:
             raise ConfigError("channels, res_blocks and mults must be positive")
@@ -113,8 +115,13 @@ class DiffusionConfig:
         for name in _NET_FIELDS:
             if getattr(self, name) is not None:
                 values[name] = getattr(self, name)
-        return UNetSpec(channels=values["channels"], mults=tuple(values["mults"]), res_blocks=values["res_blocks"],
-                        attention=tuple(values["attention"]), dropout=float(values["dropout"]))
+        return UNetSpec(
+            channels=values["channels"],
+            mults=tuple(values["mults"]),
+            res_blocks=values["res_blocks"],
+            attention=tuple(values["attention"]),
+            dropout=float(values["dropout"]),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -162,6 +169,7 @@ _STR = ("dataset", "binarize", "preset", "schedule", "parameterization", "varian
 
 def _check_types(c: DiffusionConfig) -> None:
     """Config files give untyped values: check each field's type and name the field if it is off."""
+
     def is_int(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 

@@ -33,18 +33,34 @@ class Bound:
     per_image: Tensor
 
     def to_dict(self) -> dict:
-        return {"nats": self.nats, "stderr": self.stderr, "bits_per_dim": self.bits_per_dim,
-                "bits_per_dim_stderr": self.bits_per_dim_stderr, "images": self.images, "dims": self.dims,
-                "t_samples": self.t_samples, "estimator": "full" if self.t_samples is None else "sampled"}
+        return {
+            "nats": self.nats,
+            "stderr": self.stderr,
+            "bits_per_dim": self.bits_per_dim,
+            "bits_per_dim_stderr": self.bits_per_dim_stderr,
+            "images": self.images,
+            "dims": self.dims,
+            "t_samples": self.t_samples,
+            "estimator": "full" if self.t_samples is None else "sampled",
+        }
 
     def __str__(self) -> str:
         how = "all T terms" if self.t_samples is None else f"{self.t_samples} sampled t per image"
-        return (f"-log p(x) <= {self.nats:.2f} +- {self.stderr:.2f} nats per image = {self.bits_per_dim:.4f} "
-                f"+- {self.bits_per_dim_stderr:.4f} bits/dim ({self.images} images, {how})")
+        return (
+            f"-log p(x) <= {self.nats:.2f} +- {self.stderr:.2f} nats per image = {self.bits_per_dim:.4f} "
+            f"+- {self.bits_per_dim_stderr:.4f} bits/dim ({self.images} images, {how})"
+        )
 
 
-def bound(model, x: Tensor, t_samples: int | None = None, batch_size: int = 256,
-          generator: torch.Generator | None = None, probs: Tensor | None = None, clip: bool = True) -> Bound:
+def bound(
+    model,
+    x: Tensor,
+    t_samples: int | None = None,
+    batch_size: int = 256,
+    generator: torch.Generator | None = None,
+    probs: Tensor | None = None,
+    clip: bool = True,
+) -> Bound:
     """The bound for images `x` (N, H, W) in [0, 1]; see the module docstring."""
     if t_samples is not None and (isinstance(t_samples, bool) or not isinstance(t_samples, int) or t_samples < 1):
         from variational.errors import ConfigError
@@ -56,8 +72,11 @@ def bound(model, x: Tensor, t_samples: int | None = None, batch_size: int = 256,
     was_training = model.training
     model.eval()
     try:
-        terms = full_terms(model, x0, g, batch_size, clip) if t_samples is None else \
-            sampled_terms(model, x0, t_samples, g, batch_size, probs, clip)
+        terms = (
+            full_terms(model, x0, g, batch_size, clip)
+            if t_samples is None
+            else sampled_terms(model, x0, t_samples, g, batch_size, probs, clip)
+        )
     finally:
         model.train(was_training)
     return summarize(model.schedule.prior_kl(x0).double() + terms, model.dims, t_samples)
@@ -83,8 +102,9 @@ def full_terms(model, x0: Tensor, g: torch.Generator, batch_size: int, clip: boo
     return total
 
 
-def sampled_terms(model, x0: Tensor, s: int, g: torch.Generator, batch_size: int, probs: Tensor | None,
-                  clip: bool = True) -> Tensor:
+def sampled_terms(
+    model, x0: Tensor, s: int, g: torch.Generator, batch_size: int, probs: Tensor | None, clip: bool = True
+) -> Tensor:
     """L_0 + mean over S draws t ~ p (t >= 1) of L_t / p_t per image: unbiased for sum_t L_t.
 
     The decoder term L_0 is computed for every image rather than sampled (one network row each): a
@@ -104,12 +124,13 @@ def sampled_terms(model, x0: Tensor, s: int, g: torch.Generator, batch_size: int
     return total + _rows(model, x0, image.repeat_interleave(s), t, p, g, batch_size, clip) / s
 
 
-def _rows(model, x0: Tensor, image: Tensor, t: Tensor, p: Tensor | None, g: torch.Generator, batch_size: int,
-          clip: bool) -> Tensor:
+def _rows(
+    model, x0: Tensor, image: Tensor, t: Tensor, p: Tensor | None, g: torch.Generator, batch_size: int, clip: bool
+) -> Tensor:
     """Per image, the sum over its rows of L_t (divided by p_t when given), in chunks of `batch_size` rows."""
     total = torch.zeros(len(x0), dtype=torch.float64, device=x0.device)
     for start in range(0, len(t), batch_size):
-        i, ti = image[start:start + batch_size], t[start:start + batch_size]
+        i, ti = image[start : start + batch_size], t[start : start + batch_size]
         terms = model.vb(x0[i], ti, g, clip).double()
         total.index_add_(0, i, terms if p is None else terms / p[ti])
     return total

@@ -78,5 +78,7 @@ class DiscretizedNormal(Distribution):
 
     def sample(self, sample_shape: torch.Size | tuple = ()) -> Tensor:
         with torch.no_grad():
-            z = self.loc + self.scale * torch.randn(self._extended_shape(torch.Size(sample_shape)), device=self.loc.device)
+            z = self.loc + self.scale * torch.randn(
+                self._extended_shape(torch.Size(sample_shape)), device=self.loc.device
+            )
             return to_levels((z + 1) / 2, self.levels)

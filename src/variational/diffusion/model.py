@@ -33,8 +33,11 @@ class Diffusion(nn.Module):
         super().__init__()
         self.config, self.image_shape = config, tuple(image_shape)
         self.schedule = Schedule.named(config.schedule, config.timesteps)
-        self.net = net if net is not None else UNet(
-            config.unet_spec(), 1, output_channels(1, config.variance), image_size=image_shape[0])
+        self.net = (
+            net
+            if net is not None
+            else UNet(config.unet_spec(), 1, output_channels(1, config.variance), image_size=image_shape[0])
+        )
 
     @property
     def timesteps(self) -> int:
@@ -52,8 +55,15 @@ class Diffusion(nn.Module):
         """(N, H, W) images in [0, 1] -> (N, 1, H, W) on the model's levels in [-1, 1]."""
         return to_levels(x01, self.levels).unsqueeze(1)
 
-    def predict(self, xt: Tensor, t: Tensor, schedule: Schedule | None = None, t_net: Tensor | None = None,
-                clip: bool = False, detach_mean: bool = False) -> Reverse:
+    def predict(
+        self,
+        xt: Tensor,
+        t: Tensor,
+        schedule: Schedule | None = None,
+        t_net: Tensor | None = None,
+        clip: bool = False,
+        detach_mean: bool = False,
+    ) -> Reverse:
         """p(x_{t-1} | x_t) at steps `t` of `schedule` (default: the model's); `t_net` is the step the network sees."""
         c = self.config
         out = self.net(xt, t if t_net is None else t_net)
@@ -65,8 +75,9 @@ class Diffusion(nn.Module):
         xt = q.mean + q.stddev * _randn(x0, generator)
         return vb_term(self.schedule, self.predict(xt, t, clip=clip), x0, xt, t, self.levels)
 
-    def training_loss(self, x0: Tensor, generator: torch.Generator,
-                      sampler: ImportanceSampler | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+    def training_loss(
+        self, x0: Tensor, generator: torch.Generator, sampler: ImportanceSampler | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         """(mean loss over the batch, the sampled t, the per-image L_t in nats or None) for model-space x0."""
         c, n = self.config, len(x0)
         if c.objective == "vlb" and sampler is not None:
@@ -92,8 +103,15 @@ class Diffusion(nn.Module):
         return loss.mean(), t, None if vb is None else vb.detach()
 
     @torch.no_grad()
-    def nll(self, x: Tensor, t_samples: int | None = None, batch_size: int = 256,
-            generator: torch.Generator | None = None, probs: Tensor | None = None, clip: bool = True):
+    def nll(
+        self,
+        x: Tensor,
+        t_samples: int | None = None,
+        batch_size: int = 256,
+        generator: torch.Generator | None = None,
+        probs: Tensor | None = None,
+        clip: bool = True,
+    ):
         """The bound on -log p(x) for images `x` (N, H, W) in [0, 1]: nats per image and bits per dim.
 
         `t_samples=None` sums all T terms (T network calls per image); an integer S gives the
@@ -106,8 +124,14 @@ class Diffusion(nn.Module):
         return bound(self, x, t_samples=t_samples, batch_size=batch_size, generator=generator, probs=probs, clip=clip)
 
     @torch.no_grad()
-    def sample(self, n: int, steps: int | None = None, sampler: str = "ddpm", eta: float = 0.0,
-               generator: torch.Generator | None = None) -> Tensor:
+    def sample(
+        self,
+        n: int,
+        steps: int | None = None,
+        sampler: str = "ddpm",
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         """n images (n, H, W) in [0, 1]: ancestral sampling (`ddpm`) or DDIM, over `steps` steps (default T)."""
         from variational.diffusion.samplers import sample
 

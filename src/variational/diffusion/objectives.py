@@ -66,7 +66,7 @@ class ImportanceSampler:
 
 def simple_loss(out: Tensor, target: Tensor) -> Tensor:
     """Per-image MSE between the prediction channels of `out` and `target`."""
-    return (out[:, :target.shape[1]] - target).pow(2).flatten(1).mean(1)
+    return (out[:, : target.shape[1]] - target).pow(2).flatten(1).mean(1)
 
 
 def nats_to_bits_per_dim(nats: Tensor, dims: int) -> Tensor:

@@ -24,7 +24,11 @@ FORMAT = "variational.diffusion/1"
 
 
 def model_metadata(model: Diffusion) -> dict[str, str]:
-    return {"format": FORMAT, "config": json.dumps(model.config.to_dict()), "image_shape": json.dumps(list(model.image_shape))}
+    return {
+        "format": FORMAT,
+        "config": json.dumps(model.config.to_dict()),
+        "image_shape": json.dumps(list(model.image_shape)),
+    }
 
 
 def save_model(path: Path, model: Diffusion, ema: EMA | None) -> Path:
@@ -40,7 +44,7 @@ def load_model(path: Path, device: str | torch.device = "cpu", ema: bool = True)
     model = Diffusion(config, image_shape).to(device)
     tensors = load_tensors(path, device)
     prefix = "model." if any(k.startswith("model.") for k in tensors) else ""  # a checkpoint's weights
-    weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix) and not k.startswith(EMA.PREFIX)}
+    weights = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix) and not k.startswith(EMA.PREFIX)}
     require_finite(weights, path, "weight")
     load_model_state(model, weights, path)
     averages = {k: v for k, v in tensors.items() if k.startswith(EMA.PREFIX)}
@@ -58,8 +62,10 @@ def read_config(path: Path, device: str | None = None) -> tuple[DiffusionConfig,
     meta = read_metadata(path)
     if meta.get("format") != FORMAT:
         kind = meta.get("format")
-        raise CheckpointError(f"{path}: not a diffusion model file (format {kind!r}, expected {FORMAT!r})"
-                              + ("; it is a VAE: use `variational vae`" if kind and kind.startswith("variational.vae") else ""))
+        raise CheckpointError(
+            f"{path}: not a diffusion model file (format {kind!r}, expected {FORMAT!r})"
+            + ("; it is a VAE: use `variational vae`" if kind and kind.startswith("variational.vae") else "")
+        )
     try:
         values = json.loads(meta["config"])
         if device is not None:

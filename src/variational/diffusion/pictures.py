@@ -14,7 +14,9 @@ from variational.diffusion.samplers import sample
 
 
 @torch.no_grad()
-def save_samples(model, path: Path, n: int = 64, steps: int | None = None, sampler: str = "ddpm", seed: int = 0) -> Path:
+def save_samples(
+    model, path: Path, n: int = 64, steps: int | None = None, sampler: str = "ddpm", seed: int = 0
+) -> Path:
     g = torch.Generator(device=model.schedule.alpha_bar.device).manual_seed(seed)
     images = sample(model, n, steps=steps, sampler=sampler, generator=g).cpu().numpy()
     how = f"{sampler}, {steps or model.timesteps} steps"
@@ -28,8 +30,9 @@ def save_denoising(model, path: Path, n: int = 6, frames: int = 8, steps: int | 
     _, shots = sample(model, n, steps=steps, sampler="ddpm", generator=g, record=frames)
     rows = torch.stack([x for _, x in shots], dim=1)  # (n, frames + 1, H, W)
     ts = ", ".join(str(t) for t, _ in shots)
-    return plots.save_image_grid(path, rows.reshape(-1, *rows.shape[2:]).numpy(), ncols=len(shots),
-                                 title=f"denoising: x_t at t = {ts}")
+    return plots.save_image_grid(
+        path, rows.reshape(-1, *rows.shape[2:]).numpy(), ncols=len(shots), title=f"denoising: x_t at t = {ts}"
+    )
 
 
 def save_curves(metrics: list[dict], path: Path) -> Path:
@@ -37,8 +40,15 @@ def save_curves(metrics: list[dict], path: Path) -> Path:
     fig, axes = plots.new_figure(5.5, 3.6)
     ax = axes[0, 0]
     epochs = [m["epoch"] for m in metrics]
-    ax.errorbar(epochs, [m["test_bpd"] for m in metrics], yerr=[m["test_bpd_stderr"] for m in metrics],
-                marker="o", markersize=3, capsize=2, label="test bound (EMA weights), +- 1 SE")
+    ax.errorbar(
+        epochs,
+        [m["test_bpd"] for m in metrics],
+        yerr=[m["test_bpd_stderr"] for m in metrics],
+        marker="o",
+        markersize=3,
+        capsize=2,
+        label="test bound (EMA weights), +- 1 SE",
+    )
     ax.set_xlabel("epoch")
     ax.set_ylabel("bits per dimension")
     ax.set_title("test bound on -log p(x)")
@@ -49,7 +59,10 @@ def save_curves(metrics: list[dict], path: Path) -> Path:
 
 def save_all(model, metrics: list[dict], out: Path, steps: int | None = None) -> list[Path]:
     """Write every picture of a run into `out`; returns the paths."""
-    paths = [save_samples(model, out / "samples.png", steps=steps), save_denoising(model, out / "denoising.png", steps=steps)]
+    paths = [
+        save_samples(model, out / "samples.png", steps=steps),
+        save_denoising(model, out / "denoising.png", steps=steps),
+    ]
     if metrics:
         paths.append(save_curves(metrics, out / "curves.png"))
     return paths

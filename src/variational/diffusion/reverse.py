@@ -32,8 +32,16 @@ class Reverse:
     eps: Tensor
 
 
-def reverse(schedule: Schedule, parameterization: str, variance: str, out: Tensor, xt: Tensor, t: Tensor,
-            clip: bool = False, detach_mean: bool = False) -> Reverse:
+def reverse(
+    schedule: Schedule,
+    parameterization: str,
+    variance: str,
+    out: Tensor,
+    xt: Tensor,
+    t: Tensor,
+    clip: bool = False,
+    detach_mean: bool = False,
+) -> Reverse:
     """The reverse step at 0-based steps `t` of `schedule` given the network output `out`.
 
     `clip` clamps the x_0 prediction to the data range [-1, 1] (for sampling and evaluation);

@@ -18,8 +18,15 @@ from variational.errors import ConfigError
 
 
 @torch.no_grad()
-def sample(model, n: int, steps: int | None = None, sampler: str = "ddpm", eta: float = 0.0,
-           generator: torch.Generator | None = None, record: int = 0) -> Tensor | tuple[Tensor, list[tuple[int, Tensor]]]:
+def sample(
+    model,
+    n: int,
+    steps: int | None = None,
+    sampler: str = "ddpm",
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    record: int = 0,
+) -> Tensor | tuple[Tensor, list[tuple[int, Tensor]]]:
     """n images (n, H, W) in [0, 1]; with `record` = k > 0 also k snapshots [(t, x_t in [0, 1])] along the way."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"the number of samples must be an integer >= 1, got {n!r}")
@@ -48,7 +55,7 @@ def sample(model, n: int, steps: int | None = None, sampler: str = "ddpm", eta: 
             else:
                 ab, ab_prev = float(sched.alpha_bar[k]), float(sched.alpha_bar_prev[k])
                 sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
-                x = math.sqrt(ab_prev) * rev.x0 + math.sqrt(max(1 - ab_prev - sigma ** 2, 0.0)) * rev.eps + sigma * noise
+                x = math.sqrt(ab_prev) * rev.x0 + math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * rev.eps + sigma * noise
     finally:
         model.train(was_training)
     images = from_model_space(x[:, 0])

@@ -64,8 +64,11 @@ class Schedule(nn.Module):
         first = post_var[1:2] if len(ab) > 1 else betas[:1]
         post_log_var = torch.cat([first, post_var[1:]]).log()
         tensors = {
-            "betas": betas, "alpha_bar": ab, "alpha_bar_prev": ab_prev,
-            "posterior_variance": post_var, "posterior_log_variance": post_log_var,
+            "betas": betas,
+            "alpha_bar": ab,
+            "alpha_bar_prev": ab_prev,
+            "posterior_variance": post_var,
+            "posterior_log_variance": post_log_var,
             # Ho et al. eq. 7: mu-tilde = coef_x0 * x_0 + coef_xt * x_t.
             "posterior_coef_x0": betas * ab_prev.sqrt() / (1 - ab),
             "posterior_coef_xt": (1 - ab_prev) * (1 - betas).sqrt() / (1 - ab),
@@ -86,7 +89,9 @@ class Schedule(nn.Module):
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
             raise ConfigError(f"steps must be an integer from 1 to the model's {T} timesteps, got {steps!r}")
         # Always keep the last step (from pure noise) and the first (the decoder's step).
-        index = torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long() if steps > 1 else torch.tensor([T - 1])
+        index = (
+            torch.linspace(0, T - 1, steps, dtype=torch.float64).round().long() if steps > 1 else torch.tensor([T - 1])
+        )
         return Schedule(self.alpha_bar[index.to(self.alpha_bar.device)]).to(self.alpha_bar.device), index
 
     def __len__(self) -> int:

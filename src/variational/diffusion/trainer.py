@@ -77,8 +77,14 @@ def default_out(config: DiffusionConfig) -> Path:
     return Path("runs") / f"diffusion-{Path(config.dataset).stem}"
 
 
-def train(config: DiffusionConfig, out: str | Path | None = None, resume: bool = False, progress: bool = True,
-          on_step: Callable[[int, int, float], None] | None = None, log: Callable[[str], None] | None = None) -> Run:
+def train(
+    config: DiffusionConfig,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: Callable[[int, int, float], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Run:
     """Train a DDPM, writing checkpoints, metrics, weights and pictures into `out`.
 
     `out` defaults to runs/diffusion-<dataset>. `resume=True` continues from its checkpoint (the
@@ -112,15 +118,23 @@ def resume(out: str | Path, epochs: int | None = None, device: str | None = None
 def _resumed_config(config: DiffusionConfig, path: Path) -> DiffusionConfig:
     trained_on = persist.stored_device(path)
     if torch.device(trained_on).type != torch.device(config.device).type:
-        raise ConfigError(f"{path.parent} was trained on {trained_on!r}; its random-number state belongs to that "
-                          f"kind of device, so resume it with --device {trained_on}")
+        raise ConfigError(
+            f"{path.parent} was trained on {trained_on!r}; its random-number state belongs to that "
+            f"kind of device, so resume it with --device {trained_on}"
+        )
     saved, _ = persist.read_config(path, device=config.device)
     saved.epochs = config.epochs  # with the device, the only field a resume may change
     return saved
 
 
-def _train(config: DiffusionConfig, run_dir: RunDirectory, resume: bool, progress: bool,
-           on_step: Callable[[int, int, float], None] | None, log: Callable[[str], None]) -> Run:
+def _train(
+    config: DiffusionConfig,
+    run_dir: RunDirectory,
+    resume: bool,
+    progress: bool,
+    on_step: Callable[[int, int, float], None] | None,
+    log: Callable[[str], None],
+) -> Run:
     out = run_dir.path
     data = load_images(config.dataset, config.data_dir, config.binarize, config.seed, config.device)
     torch.manual_seed(config.seed)  # weight initialisation; all later randomness uses the run's generator
@@ -142,8 +156,10 @@ def _train(config: DiffusionConfig, run_dir: RunDirectory, resume: bool, progres
         run_dir.metrics.start()
     save_json(out / "config.json", config.to_dict())
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"data: {data.description}; model: DDPM, {config.preset} U-Net, {n_params:,} parameters, T = {config.timesteps} "
-        f"({config.schedule}), {config.parameterization}-prediction, {config.variance} variance, {config.objective} objective")
+    log(
+        f"data: {data.description}; model: DDPM, {config.preset} U-Net, {n_params:,} parameters, T = {config.timesteps} "
+        f"({config.schedule}), {config.parameterization}-prediction, {config.variance} variance, {config.objective} objective"
+    )
     with StopOnSignal() as stop:
         for epoch in range(state.loop.epoch, config.epochs):
             _run_epoch(state, data, config, epoch, out, stop, progress, on_step)
@@ -153,11 +169,15 @@ def _train(config: DiffusionConfig, run_dir: RunDirectory, resume: bool, progres
             run_dir.metrics.append(row)
             _checkpoint(out, state)
             persist.save_model(out / WEIGHTS, model, ema)
-            log(f"epoch {row['epoch']:>3}/{config.epochs}  train loss {row['train_loss']:.4f}  test bound "
-                f"{row['test_bpd']:.3f} +- {row['test_bpd_stderr']:.3f} bits/dim  ({row['seconds']:.1f}s)")
+            log(
+                f"epoch {row['epoch']:>3}/{config.epochs}  train loss {row['train_loss']:.4f}  test bound "
+                f"{row['test_bpd']:.3f} +- {row['test_bpd_stderr']:.3f} bits/dim  ({row['seconds']:.1f}s)"
+            )
             if stop.signum is not None:  # a signal during the evaluation: the epoch's checkpoint is written
-                raise TrainingInterrupted(f"stopped by signal {stop.name} after epoch {epoch + 1}; checkpoint saved. "
-                                          f"Continue with: variational diffusion train --resume --out {out}")
+                raise TrainingInterrupted(
+                    f"stopped by signal {stop.name} after epoch {epoch + 1}; checkpoint saved. "
+                    f"Continue with: variational diffusion train --resume --out {out}"
+                )
     return _finish(state, config, metrics, data, out, draw=True)
 
 
@@ -175,8 +195,16 @@ def _finish(state: _State, config: DiffusionConfig, metrics: list[dict], data: I
     return Run(out, model, config, metrics, data, state.ema)
 
 
-def _run_epoch(state: _State, data: Images, config: DiffusionConfig, epoch: int, out: Path, stop: StopOnSignal,
-               progress: bool, on_step: Callable[[int, int, float], None] | None) -> None:
+def _run_epoch(
+    state: _State,
+    data: Images,
+    config: DiffusionConfig,
+    epoch: int,
+    out: Path,
+    stop: StopOnSignal,
+    progress: bool,
+    on_step: Callable[[int, int, float], None] | None,
+) -> None:
     model, loop, x_all = state.model, state.loop, data.x_train
     n, bs = len(x_all), config.batch_size
     if loop.perm is None:
@@ -187,7 +215,7 @@ def _run_epoch(state: _State, data: Images, config: DiffusionConfig, epoch: int,
     bar = bars.EpochBar(epoch, config.epochs, n_batches, done=loop.step, enabled=progress)
     try:
         for step in range(loop.step, n_batches):
-            x = x_all.index_select(0, loop.perm[step * bs:(step + 1) * bs])
+            x = x_all.index_select(0, loop.perm[step * bs : (step + 1) * bs])
             if config.binarize == "dynamic":
                 x = datasets.binarize_dynamic(x, state.g)
             value = _step(state, model.to_model_space(x), config)
@@ -198,8 +226,10 @@ def _run_epoch(state: _State, data: Images, config: DiffusionConfig, epoch: int,
                 on_step(epoch, step, value)
             if stop.signum is not None:  # read after on_step: a signal may arrive at any moment
                 _checkpoint(out, state)
-                raise TrainingInterrupted(f"stopped by signal {stop.name} at epoch {epoch + 1}, step {step + 1}; "
-                                          f"checkpoint saved. Continue with: variational diffusion train --resume --out {out}")
+                raise TrainingInterrupted(
+                    f"stopped by signal {stop.name} at epoch {epoch + 1}, step {step + 1}; "
+                    f"checkpoint saved. Continue with: variational diffusion train --resume --out {out}"
+                )
     finally:
         bar.close()
 
@@ -221,9 +251,15 @@ def _step(state: _State, x0: torch.Tensor, config: DiffusionConfig) -> float:
 def _epoch_metrics(state: _State, data: Images, config: DiffusionConfig, epoch: int) -> dict:
     seconds = time.perf_counter() - state.loop.started  # training time only, before the evaluation
     bound = evaluate_epoch(state.model, state.ema, data.x_test[: config.eval_images], config, epoch)
-    return {"epoch": epoch + 1, "train_loss": state.loop.loss_sum / max(state.loop.seen, 1),
-            "test_bpd": bound.bits_per_dim, "test_bpd_stderr": bound.bits_per_dim_stderr,
-            "test_nats": bound.nats, "test_nats_stderr": bound.stderr, "seconds": seconds}
+    return {
+        "epoch": epoch + 1,
+        "train_loss": state.loop.loss_sum / max(state.loop.seen, 1),
+        "test_bpd": bound.bits_per_dim,
+        "test_bpd_stderr": bound.bits_per_dim_stderr,
+        "test_nats": bound.nats,
+        "test_nats_stderr": bound.stderr,
+        "seconds": seconds,
+    }
 
 
 def evaluate_epoch(model: Diffusion, ema: EMA | None, x: torch.Tensor, config: DiffusionConfig, epoch: int) -> Bound:
@@ -243,9 +279,15 @@ def _checkpoint(out: Path, state: _State) -> None:
     if state.sampler is not None:
         extra.update({f"sampler.{k}": v for k, v in state.sampler.state().items()})
     meta = persist.model_metadata(state.model)
-    save_checkpoint(out / CHECKPOINT, state.model, state.opt,
-                    {"epoch": loop.epoch, "step": loop.step, "loss_sum": loop.loss_sum, "seen": loop.seen},
-                    extra, generators={"train": state.g}, metadata=meta)
+    save_checkpoint(
+        out / CHECKPOINT,
+        state.model,
+        state.opt,
+        {"epoch": loop.epoch, "step": loop.step, "loss_sum": loop.loss_sum, "seen": loop.seen},
+        extra,
+        generators={"train": state.g},
+        metadata=meta,
+    )
 
 
 def _restore(run_dir: RunDirectory, state: _State, config: DiffusionConfig, n_train: int) -> list[dict]:
@@ -264,13 +306,23 @@ def _restore(run_dir: RunDirectory, state: _State, config: DiffusionConfig, n_tr
 
 def _loop_state(s: dict, perm: torch.Tensor | None, n: int, batch_size: int, path: Path) -> _Loop:
     ints = ("epoch", "step", "seen")
-    if set(s) != {*ints, "loss_sum"} or any(isinstance(s[k], bool) or not isinstance(s[k], int) for k in ints) \
-            or not isinstance(s["loss_sum"], (int, float)):
+    if (
+        set(s) != {*ints, "loss_sum"}
+        or any(isinstance(s[k], bool) or not isinstance(s[k], int) for k in ints)
+        or not isinstance(s["loss_sum"], (int, float))
+    ):
         raise CheckpointError(f"{path}: the loop state {s} is not epoch, step, seen (integers) and loss_sum")
     n_batches = -(-n // batch_size)
     ok_perm = perm is not None and perm.shape == (n,) and torch.equal(perm.sort().values.cpu(), torch.arange(n))
     if s["epoch"] < 0 or not 0 <= s["step"] <= n_batches or (s["step"] > 0 and not ok_perm):
-        raise CheckpointError(f"{path}: the loop state (epoch {s['epoch']}, step {s['step']}) does not fit this run's "
-                              f"{n} training images in batches of {batch_size}")
-    return _Loop(epoch=s["epoch"], step=s["step"], perm=perm if s["step"] > 0 else None,
-                 loss_sum=float(s["loss_sum"]), seen=s["seen"])
+        raise CheckpointError(
+            f"{path}: the loop state (epoch {s['epoch']}, step {s['step']}) does not fit this run's "
+            f"{n} training images in batches of {batch_size}"
+        )
+    return _Loop(
+        epoch=s["epoch"],
+        step=s["step"],
+        perm=perm if s["step"] > 0 else None,
+        loss_sum=float(s["loss_sum"]),
+        seen=s["seen"],
+    )

@@ -81,9 +81,13 @@ class Attention(nn.Module):
 class Level(nn.Module):
     """Residual blocks at one resolution, each followed by attention where asked."""
 
-    def __init__(self, cin: int, cout: int, n: int, emb_dim: int, attend: bool, dropout: float, skip_in: list[int] | None = None):
+    def __init__(
+        self, cin: int, cout: int, n: int, emb_dim: int, attend: bool, dropout: float, skip_in: list[int] | None = None
+    ):
         super().__init__()
-        ins = [cin + (skip_in[i] if skip_in else 0) if i == 0 else cout + (skip_in[i] if skip_in else 0) for i in range(n)]
+        ins = [
+            cin + (skip_in[i] if skip_in else 0) if i == 0 else cout + (skip_in[i] if skip_in else 0) for i in range(n)
+        ]
         self.blocks = nn.ModuleList(ResBlock(c, cout, emb_dim, dropout) for c in ins)
         self.attn = nn.ModuleList(Attention(cout) if attend else nn.Identity() for _ in range(n))
 
@@ -95,7 +99,7 @@ class UNet(nn.Module):
         self.time = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.stem = nn.Conv2d(in_channels, ch, 3, padding=1)
         widths = [ch * m for m in spec.mults]
-        sizes = [math.ceil(image_size / 2 ** i) for i in range(len(widths))]
+        sizes = [math.ceil(image_size / 2**i) for i in range(len(widths))]
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         skips, cin = [ch], ch
         for i, (w, size) in enumerate(zip(widths, sizes)):
@@ -105,7 +109,9 @@ class UNet(nn.Module):
             if i < len(widths) - 1:
                 self.downsample.append(nn.Conv2d(w, w, 3, stride=2, padding=1))
                 skips.append(w)
-        self.mid = nn.ModuleList([ResBlock(cin, cin, emb_dim, spec.dropout), Attention(cin), ResBlock(cin, cin, emb_dim, spec.dropout)])
+        self.mid = nn.ModuleList(
+            [ResBlock(cin, cin, emb_dim, spec.dropout), Attention(cin), ResBlock(cin, cin, emb_dim, spec.dropout)]
+        )
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         for i in reversed(range(len(widths))):
             n = spec.res_blocks + 1  # one more block than on the way down: it takes the downsampler's skip
@@ -114,7 +120,9 @@ class UNet(nn.Module):
             cin = widths[i]
             if i > 0:
                 self.upsample.append(nn.Conv2d(cin, cin, 3, padding=1))
-        self.head = nn.Sequential(nn.GroupNorm(_groups(cin), cin), nn.SiLU(), nn.Conv2d(cin, out_channels, 3, padding=1))
+        self.head = nn.Sequential(
+            nn.GroupNorm(_groups(cin), cin), nn.SiLU(), nn.Conv2d(cin, out_channels, 3, padding=1)
+        )
         nn.init.zeros_(self.head[-1].weight)  # start from a zero prediction (Ho et al.'s code)
         nn.init.zeros_(self.head[-1].bias)
         self.channels = ch

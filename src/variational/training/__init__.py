@@ -25,22 +25,43 @@ from __future__ import annotations
 from variational._lazy import lazy_exports
 
 _HOME = {
-    "CHECKPOINT": "rundir", "RunDirectory": "rundir",
-    "RunLock": "lock", "RunLockedError": "lock",
-    "Checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
+    "CHECKPOINT": "rundir",
+    "RunDirectory": "rundir",
+    "RunLock": "lock",
+    "RunLockedError": "lock",
+    "Checkpoint": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
     "load_model_state": "checkpoint",
-    "METRICS": "metrics", "MetricsLog": "metrics",
-    "StopOnSignal": "signals", "TrainingInterrupted": "signals",
-    "TrainingDiverged": "divergence", "check_loss": "divergence",
+    "METRICS": "metrics",
+    "MetricsLog": "metrics",
+    "StopOnSignal": "signals",
+    "TrainingInterrupted": "signals",
+    "TrainingDiverged": "divergence",
+    "check_loss": "divergence",
     "EpochBar": "progress",
     "EMA": "ema",
     "exit_process": "process",
 }
 
 __all__ = [
-    "CHECKPOINT", "EMA", "METRICS", "Checkpoint", "EpochBar", "MetricsLog", "RunDirectory", "RunLock", "RunLockedError",
-    "StopOnSignal", "TrainingDiverged", "TrainingInterrupted", "check_loss", "exit_process", "load_checkpoint",
-    "load_model_state", "save_checkpoint",
+    "CHECKPOINT",
+    "EMA",
+    "METRICS",
+    "Checkpoint",
+    "EpochBar",
+    "MetricsLog",
+    "RunDirectory",
+    "RunLock",
+    "RunLockedError",
+    "StopOnSignal",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "check_loss",
+    "exit_process",
+    "load_checkpoint",
+    "load_model_state",
+    "save_checkpoint",
 ]
 assert sorted(__all__) == sorted(_HOME)
 

@@ -48,9 +48,11 @@ def require_memory(model: torch.nn.Module, device: str | torch.device, what: str
     need, have = training_bytes(model), device_memory(device)
     if have is not None and need > have:
         n = sum(p.numel() for p in model.parameters())
-        raise ConfigError(f"{what}: {n:,} parameters, so training needs at least {_gib(need)} (weights, gradients "
-                          f"and Adam's two moments in float32), more than the {_gib(have)} of device {device!r}")
+        raise ConfigError(
+            f"{what}: {n:,} parameters, so training needs at least {_gib(need)} (weights, gradients "
+            f"and Adam's two moments in float32), more than the {_gib(have)} of device {device!r}"
+        )
 
 
 def _gib(n: int) -> str:
-    return f"{n / 2 ** 30:,.1f} GiB"
+    return f"{n / 2**30:,.1f} GiB"

@@ -44,10 +44,15 @@ class Checkpoint:
     metadata: dict[str, str] = field(default_factory=dict)  # the caller's own entries
 
 
-def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    state: dict[str, Any], extra: dict[str, torch.Tensor] | None = None,
-                    generators: dict[str, torch.Generator] | None = None,
-                    metadata: dict[str, str] | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    extra: dict[str, torch.Tensor] | None = None,
+    generators: dict[str, torch.Generator] | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Path:
     """Write everything a resume needs atomically: the file is replaced whole or not at all."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
@@ -64,14 +69,22 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: 
         if name.startswith(_OWN):
             raise ValueError(f"extra tensor {name!r} uses a reserved prefix ({', '.join(_OWN)})")
         tensors[name] = t
-    meta = {**(metadata or {}), "state": json.dumps(state, allow_nan=False),
-            "optim_groups": json.dumps(opt["param_groups"]), "optim_scalars": json.dumps(scalars)}
+    meta = {
+        **(metadata or {}),
+        "state": json.dumps(state, allow_nan=False),
+        "optim_groups": json.dumps(opt["param_groups"]),
+        "optim_scalars": json.dumps(scalars),
+    }
     return save_tensors(path, tensors, metadata=meta)
 
 
-def load_checkpoint(path: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                    generators: dict[str, torch.Generator] | None = None,
-                    device: str | torch.device = "cpu") -> Checkpoint:
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    generators: dict[str, torch.Generator] | None = None,
+    device: str | torch.device = "cpu",
+) -> Checkpoint:
     """Restore model, optimizer and generators in place from a `save_checkpoint` file."""
     path = Path(path)
     meta = read_metadata(path)
@@ -115,8 +128,10 @@ def load_model_state(model: torch.nn.Module, weights: dict[str, torch.Tensor], p
     try:
         missing, unexpected = model.load_state_dict(weights, strict=False)
     except RuntimeError as e:  # size mismatches
-        raise CheckpointError(f"{path}: weights do not fit the stored model config "
-                              f"({str(e).splitlines()[-1].strip()})") from None
+        raise CheckpointError(
+            f"{path}: weights do not fit the stored model config ({str(e).splitlines()[-1].strip()})"
+        ) from None
     if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not match the model (missing {missing[:3]}, "
-                              f"unexpected {unexpected[:3]})")
+        raise CheckpointError(
+            f"{path}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )

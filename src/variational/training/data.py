@@ -27,8 +27,9 @@ class Images:
     description: str
 
 
-def load_images(dataset: str, data_dir: str | None = None, binarize: str = "none", seed: int = 0,
-                device: str | torch.device = "cpu") -> Images:
+def load_images(
+    dataset: str, data_dir: str | None = None, binarize: str = "none", seed: int = 0, device: str | torch.device = "cpu"
+) -> Images:
     """Load `dataset` (a registered name or a .npz/.npy file) onto `device`; binarize 'none', 'static' or 'dynamic'."""
     datasets.check_mode(binarize)
     ds = datasets.load(dataset, data_dir=data_dir)

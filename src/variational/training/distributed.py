@@ -30,8 +30,19 @@ from variational.training.process import (
 )
 
 __all__ = [
-    "DEFAULT_TIMEOUT_S", "Group", "RankFailure", "Share", "barrier", "collective", "current", "exit_process",
-    "launched", "session", "setup", "share", "sum_stats",
+    "DEFAULT_TIMEOUT_S",
+    "Group",
+    "RankFailure",
+    "Share",
+    "barrier",
+    "collective",
+    "current",
+    "exit_process",
+    "launched",
+    "session",
+    "setup",
+    "share",
+    "sum_stats",
 ]
 
 
@@ -99,8 +110,10 @@ def _bind_gpu(dev: torch.device) -> torch.device:
     if dev.index is not None:
         raise ConfigError(f"under torchrun give --device cuda, not {dev}: each rank uses cuda:LOCAL_RANK")
     if local >= torch.cuda.device_count():
-        raise ConfigError(f"local rank {local} has no GPU: this node has {torch.cuda.device_count()}; "
-                          f"use --nproc-per-node {torch.cuda.device_count()} or fewer")
+        raise ConfigError(
+            f"local rank {local} has no GPU: this node has {torch.cuda.device_count()}; "
+            f"use --nproc-per-node {torch.cuda.device_count()} or fewer"
+        )
     torch.cuda.set_device(local)  # so "cuda" tensors and generators of this rank land on its GPU
     return torch.device("cuda", local)
 
@@ -136,7 +149,8 @@ def collective(group: Group, what: str) -> Iterator[None]:
         raise RankFailure(
             f"rank {group.rank} of {group.world_size}: {what} failed ({cause}). Another rank has failed, "
             f"stalled past the timeout (--dist-timeout) or lost its network; its log names the cause. "
-            f"The job stops; the last checkpoint is kept (continue with --resume).") from e
+            f"The job stops; the last checkpoint is kept (continue with --resume)."
+        ) from e
 
 
 def barrier(group: Group, what: str) -> None:

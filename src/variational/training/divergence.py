@@ -26,4 +26,5 @@ def check_loss(value: float, epoch: int, step: int, checkpoint: str | os.PathLik
     if not math.isfinite(value):
         raise TrainingDiverged(
             f"loss is {value} at epoch {epoch + 1}, step {step + 1}; the last good checkpoint "
-            f"({checkpoint}, if any) is kept. Try a smaller --lr, or check the data for NaNs.")
+            f"({checkpoint}, if any) is kept. Try a smaller --lr, or check the data for NaNs."
+        )

@@ -74,13 +74,16 @@ class EMA:
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore from the `ema.*` entries of a checkpoint's extra tensors; others are ignored."""
-        saved = {k[len(self.PREFIX):]: v for k, v in tensors.items() if k.startswith(self.PREFIX)}
+        saved = {k[len(self.PREFIX) :]: v for k, v in tensors.items() if k.startswith(self.PREFIX)}
         if set(saved) != set(self.averages):
             missing, unexpected = sorted(set(self.averages) - set(saved)), sorted(set(saved) - set(self.averages))
-            raise CheckpointError(f"the checkpoint's EMA does not match the model (missing {missing[:3]}, "
-                                  f"unexpected {unexpected[:3]})")
+            raise CheckpointError(
+                f"the checkpoint's EMA does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
         for name, value in saved.items():
             if value.shape != self.averages[name].shape:
-                raise CheckpointError(f"the checkpoint's EMA of {name!r} has shape {tuple(value.shape)}, "
-                                      f"the model's {tuple(self.averages[name].shape)}")
+                raise CheckpointError(
+                    f"the checkpoint's EMA of {name!r} has shape {tuple(value.shape)}, "
+                    f"the model's {tuple(self.averages[name].shape)}"
+                )
             self.averages[name].copy_(value)

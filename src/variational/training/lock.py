@@ -52,12 +52,16 @@ class RunLock:
                 holder = _read_pid(fd)
                 os.close(fd)
                 who = f"process {holder}" if holder else "another process"
-                raise RunLockedError(f"{self.directory} is in use by {who} (training or resuming into it); "
-                                     "wait for it to end, or choose another --out") from None
+                raise RunLockedError(
+                    f"{self.directory} is in use by {who} (training or resuming into it); "
+                    "wait for it to end, or choose another --out"
+                ) from None
             except OSError as e:  # a file system without flock (some network mounts)
                 os.close(fd)
-                raise CheckpointError(f"cannot lock the run directory {self.directory}: {e.strerror or e} "
-                                      "(is it on a file system without file locks?)") from None
+                raise CheckpointError(
+                    f"cannot lock the run directory {self.directory}: {e.strerror or e} "
+                    "(is it on a file system without file locks?)"
+                ) from None
             if _same_file(fd, self.path):
                 break
             os.close(fd)  # the holder we waited for removed the file: lock the new one

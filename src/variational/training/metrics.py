@@ -64,8 +64,10 @@ class MetricsLog:
         """The rows of the first `completed` epochs; with `write`, the file is cut back to them."""
         rows = self.read(limit=completed)
         if len(rows) < completed:
-            raise CheckpointError(f"{self.path} holds {len(rows)} epoch(s) but the checkpoint has completed "
-                                  f"{completed}: the metrics file was cut or replaced")
+            raise CheckpointError(
+                f"{self.path} holds {len(rows)} epoch(s) but the checkpoint has completed "
+                f"{completed}: the metrics file was cut or replaced"
+            )
         rows = rows[:completed]
         if [row.get("epoch") for row in rows] != list(range(1, completed + 1)):
             raise CheckpointError(f"{self.path}: its epochs are not 1..{completed} in order")

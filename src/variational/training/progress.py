@@ -13,8 +13,15 @@ __all__ = ["EpochBar", "write"]
 
 class EpochBar:
     def __init__(self, epoch: int, epochs: int, batches: int, done: int = 0, enabled: bool = True):
-        self._bar = tqdm(total=batches, initial=done, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
-                         disable=not enabled, leave=False, dynamic_ncols=True)
+        self._bar = tqdm(
+            total=batches,
+            initial=done,
+            desc=f"epoch {epoch + 1}/{epochs}",
+            unit="batch",
+            disable=not enabled,
+            leave=False,
+            dynamic_ncols=True,
+        )
 
     def step(self, mean_loss: float) -> None:
         self._bar.update(1)

@@ -42,8 +42,9 @@ class StopOnSignal:
         self.signum = signum
         for s, handler in self._previous.items():
             signal.signal(s, handler)
-        sys.stderr.write(f"\n{signal.Signals(signum).name}: stopping at the end of this step "
-                         "(send it again to abort at once)\n")
+        sys.stderr.write(
+            f"\n{signal.Signals(signum).name}: stopping at the end of this step (send it again to abort at once)\n"
+        )
 
     def __exit__(self, *exc: object) -> None:
         for s, handler in self._previous.items():

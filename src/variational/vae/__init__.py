@@ -15,10 +15,15 @@ from pathlib import Path
 from variational._lazy import lazy_exports
 
 _HOME = {
-    "PRESETS": "config", "VAEConfig": "config",
-    "Evaluation": "evaluation", "evaluate": "evaluation",
+    "PRESETS": "config",
+    "VAEConfig": "config",
+    "Evaluation": "evaluation",
+    "evaluate": "evaluation",
     "VAE": "model",
-    "Run": "trainer", "TrainingDiverged": "trainer", "TrainingInterrupted": "trainer", "resume": "trainer",
+    "Run": "trainer",
+    "TrainingDiverged": "trainer",
+    "TrainingInterrupted": "trainer",
+    "resume": "trainer",
     "train": "trainer",
 }
 

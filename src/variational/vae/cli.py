@@ -22,16 +22,33 @@ TRAIN_EXAMPLES = """examples:
 
 # flag -> (config field, type); None-valued flags are left to the config file / preset / defaults.
 OVERRIDES = {
-    "dataset": str, "data_dir": str, "preset": str, "arch": str, "hidden": str, "latent_dim": int,
-    "likelihood": str, "sigma": float, "binarize": str, "val_fraction": float, "epochs": int,
-    "batch_size": int, "lr": float, "beta": float, "kl_warmup_epochs": int, "iw_k": int, "seed": int,
+    "dataset": str,
+    "data_dir": str,
+    "preset": str,
+    "arch": str,
+    "hidden": str,
+    "latent_dim": int,
+    "likelihood": str,
+    "sigma": float,
+    "binarize": str,
+    "val_fraction": float,
+    "epochs": int,
+    "batch_size": int,
+    "lr": float,
+    "beta": float,
+    "kl_warmup_epochs": int,
+    "iw_k": int,
+    "seed": int,
     "device": str,
 }
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    vae = subparsers.add_parser("vae", help="variational autoencoders: train, evaluate, sample",
-                                description="Train, evaluate and sample variational autoencoders.")
+    vae = subparsers.add_parser(
+        "vae",
+        help="variational autoencoders: train, evaluate, sample",
+        description="Train, evaluate and sample variational autoencoders.",
+    )
     sub = vae.add_subparsers(dest="vae_command", metavar="SUBCOMMAND", required=True)
     _add_train(sub)
     _add_eval(sub)
@@ -41,11 +58,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a VAE (writes a run directory)", epilog=TRAIN_EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Train a VAE. Settings: defaults < --preset < --config file < flags.")
+    p = sub.add_parser(
+        "train",
+        help="train a VAE (writes a run directory)",
+        epilog=TRAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a VAE. Settings: defaults < --preset < --config file < flags.",
+    )
     p.add_argument("--config", metavar="FILE", help="TOML or JSON file of config fields")
-    p.add_argument("--dataset", help="digits (default, embedded), digits8, mnist, fashion-mnist, kmnist, or a .npz/.npy path")
+    p.add_argument(
+        "--dataset", help="digits (default, embedded), digits8, mnist, fashion-mnist, kmnist, or a .npz/.npy path"
+    )
     p.add_argument("--data-dir", help="where to look for IDX datasets (then $VARIATIONAL_DATA, /usr/share/datasets)")
     p.add_argument("--preset", help="reference (the texts' 784-400-20 MLP; `seed` is an alias) or conv")
     p.add_argument("--arch", choices=ARCHS)
@@ -65,8 +88,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/<dataset>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--eval-iw", type=_count(0), default=0, metavar="K",
-                   help="after training, also estimate log p(x) with K importance samples")
+    p.add_argument(
+        "--eval-iw",
+        type=_count(0),
+        default=0,
+        metavar="K",
+        help="after training, also estimate log p(x) with K importance samples",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_dist_timeout(p)
     p.set_defaults(handler=_train)
@@ -75,19 +103,28 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _add_dist_timeout(p: argparse.ArgumentParser) -> None:
     from variational.vae.config import DIST_TIMEOUT_S as DEFAULT_TIMEOUT_S
 
-    p.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
-                   help="under torchrun: how long a rank waits for the others before the job stops "
-                        f"with an error (default {DEFAULT_TIMEOUT_S:g})")
+    p.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help="under torchrun: how long a rank waits for the others before the job stops "
+        f"with an error (default {DEFAULT_TIMEOUT_S:g})",
+    )
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="test ELBO and importance-weighted log p(x) of a run",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="examples:\n  variational vae eval runs/digits\n"
-                              "  variational vae eval runs/fmnist --iw-samples 5000 --json")
+    p = sub.add_parser(
+        "eval",
+        help="test ELBO and importance-weighted log p(x) of a run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  variational vae eval runs/digits\n"
+        "  variational vae eval runs/fmnist --iw-samples 5000 --json",
+    )
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--iw-samples", type=_count(0), default=5000, metavar="K",
-                   help="importance samples per image (0: ELBO only)")
+    p.add_argument(
+        "--iw-samples", type=_count(0), default=5000, metavar="K", help="importance samples per image (0: ELBO only)"
+    )
     p.add_argument("--limit", type=_count(1), metavar="N", help="evaluate the first N test images only")
     p.add_argument("--seed", type=int, default=None, help="noise seed (default: the run's seed)")
     p.add_argument("--device", default=None)
@@ -96,11 +133,13 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_eval)
 
 
-def _picture_command(sub: argparse._SubParsersAction, name: str, help: str, example: str,
-                     png: str, handler) -> argparse.ArgumentParser:
+def _picture_command(
+    sub: argparse._SubParsersAction, name: str, help: str, example: str, png: str, handler
+) -> argparse.ArgumentParser:
     """A sub-command that reads a run and writes one PNG (RUN_DIR/<png> unless --out says)."""
-    p = sub.add_parser(name, help=help, epilog=f"example:\n  {example}",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        name, help=help, epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", default=None, help=f"PNG path (default RUN_DIR/{png})")
     p.set_defaults(handler=handler)
@@ -108,22 +147,40 @@ def _picture_command(sub: argparse._SubParsersAction, name: str, help: str, exam
 
 
 def _add_sample(sub: argparse._SubParsersAction) -> None:
-    p = _picture_command(sub, "sample", "decode draws from the prior into an image grid",
-                         "variational vae sample runs/digits -n 100 --out samples.png", "samples.png", _sample)
+    p = _picture_command(
+        sub,
+        "sample",
+        "decode draws from the prior into an image grid",
+        "variational vae sample runs/digits -n 100 --out samples.png",
+        "samples.png",
+        _sample,
+    )
     p.add_argument("-n", type=_count(1), default=64, help="number of samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--npy", default=None, help="also save the images as a .npy array")
 
 
 def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
-    p = _picture_command(sub, "reconstruct", "test images over their reconstructions",
-                         "variational vae reconstruct runs/digits -n 32", "reconstructions.png", _reconstruct)
+    p = _picture_command(
+        sub,
+        "reconstruct",
+        "test images over their reconstructions",
+        "variational vae reconstruct runs/digits -n 32",
+        "reconstructions.png",
+        _reconstruct,
+    )
     p.add_argument("-n", type=_count(1), default=16, help="number of test images")
 
 
 def _add_latent(sub: argparse._SubParsersAction) -> None:
-    p = _picture_command(sub, "latent", "the latent map: 2-D manifold, or a projection coloured by label",
-                         "variational vae latent runs/digits --out latent.png", "latent.png", _latent)
+    p = _picture_command(
+        sub,
+        "latent",
+        "the latent map: 2-D manifold, or a projection coloured by label",
+        "variational vae latent runs/digits --out latent.png",
+        "latent.png",
+        _latent,
+    )
     p.add_argument("--interpolation", default=None, metavar="PNG", help="also write a latent interpolation")
 
 
@@ -146,8 +203,9 @@ def _sizes(text: str) -> list[int]:
     try:
         return [int(h) for h in text.split(",")]  # int() refuses '' and '4x' alike
     except ValueError:
-        raise ConfigError(f"--hidden takes comma-separated integers such as 512,256 (or '' for none); "
-                          f"got {text!r}") from None
+        raise ConfigError(
+            f"--hidden takes comma-separated integers such as 512,256 (or '' for none); got {text!r}"
+        ) from None
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -157,11 +215,16 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume and out is None:
         raise ConfigError("--resume needs --out RUN_DIR, the run to continue")
     if args.resume:
-        given = [f"--{n.replace('_', '-')}" for n in OVERRIDES
-                 if n not in ("epochs", "device") and getattr(args, n, None) is not None]
+        given = [
+            f"--{n.replace('_', '-')}"
+            for n in OVERRIDES
+            if n not in ("epochs", "device") and getattr(args, n, None) is not None
+        ]
         if given or args.config:
-            raise ConfigError("--resume continues a run as it was configured; only --epochs and --device may "
-                             f"change (got {', '.join(given + (['--config'] if args.config else []))})")
+            raise ConfigError(
+                "--resume continues a run as it was configured; only --epochs and --device may "
+                f"change (got {', '.join(given + (['--config'] if args.config else []))})"
+            )
     config = None if args.resume else config_from_args(args)
     device = args.device or (_saved_device(out) if args.resume else config.device)
     with distributed.session(device, args.dist_timeout) as group:
@@ -260,8 +323,9 @@ def _reconstruct(args: argparse.Namespace) -> int:
 
     _check_outputs([("--out", Path(args.out or Path(args.run_dir) / "reconstructions.png"))])
     model, data = _model_and_test(args.run_dir)
-    path = save_reconstructions(model, data.x_test, Path(args.out or Path(args.run_dir) / "reconstructions.png"),
-                                n=args.n)
+    path = save_reconstructions(
+        model, data.x_test, Path(args.out or Path(args.run_dir) / "reconstructions.png"), n=args.n
+    )
     print(f"wrote {path}")
     return 0
 
@@ -269,11 +333,17 @@ def _reconstruct(args: argparse.Namespace) -> int:
 def _latent(args: argparse.Namespace) -> int:
     from variational.vae.pictures import save_interpolation, save_latent
 
-    _check_outputs([("--out", Path(args.out or Path(args.run_dir) / "latent.png"))]
-                   + ([("--interpolation", Path(args.interpolation))] if args.interpolation else []))
+    _check_outputs(
+        [("--out", Path(args.out or Path(args.run_dir) / "latent.png"))]
+        + ([("--interpolation", Path(args.interpolation))] if args.interpolation else [])
+    )
     model, data = _model_and_test(args.run_dir)
-    path = save_latent(model, data.x_test[:2000], None if data.y_test is None else data.y_test[:2000],
-                       Path(args.out or Path(args.run_dir) / "latent.png"))
+    path = save_latent(
+        model,
+        data.x_test[:2000],
+        None if data.y_test is None else data.y_test[:2000],
+        Path(args.out or Path(args.run_dir) / "latent.png"),
+    )
     print(f"wrote {path}")
     if args.interpolation:
         print(f"wrote {save_interpolation(model, data.x_test, Path(args.interpolation))}")
@@ -305,6 +375,7 @@ def _model_and_test(run_dir: str, device: str = "cpu"):
 
 def _count(low: int):
     """argparse type: an integer >= low."""
+
     def parse(text: str) -> int:
         value = int(text)
         if value < low:
@@ -319,11 +390,15 @@ def _format_eval(result, dataset: str) -> str:
     def bits(value: float | None) -> str:
         return "" if value is None else f"  ({value:.4f} bits/dim)"
 
-    lines = [f"{dataset} test set, {result.n_images} images:",
-             f"  ELBO      {result.elbo:10.3f} nats/image{bits(result.elbo_bpd)}"]
+    lines = [
+        f"{dataset} test set, {result.n_images} images:",
+        f"  ELBO      {result.elbo:10.3f} nats/image{bits(result.elbo_bpd)}",
+    ]
     if result.log_px is not None:
-        lines.append(f"  log p(x)  {result.log_px:10.3f} nats/image{bits(result.log_px_bpd)}, "
-                     f"K={result.iw_samples}, s.e. {result.log_px_stderr:.3f}")
+        lines.append(
+            f"  log p(x)  {result.log_px:10.3f} nats/image{bits(result.log_px_bpd)}, "
+            f"K={result.iw_samples}, s.e. {result.log_px_stderr:.3f}"
+        )
     if result.note:
         lines.append(f"  note: {result.note}")
     return "\n".join(lines)

@@ -27,11 +27,21 @@ DIST_TIMEOUT_S = DEFAULT_TIMEOUT_S
 PRESETS: dict[str, dict[str, Any]] = {
     # The source texts' reference model: MLP 784-400-20, ReLU, Bernoulli decoder with sigmoid
     # output, BCE summed over pixels + analytic KL, Adam 1e-3, batch 128, grey-level targets.
-    "reference": dict(arch="mlp", hidden=[400], latent_dim=20, likelihood="bernoulli",
-                      binarize="none", lr=1e-3, batch_size=128, iw_k=1, beta=1.0),
+    "reference": dict(
+        arch="mlp",
+        hidden=[400],
+        latent_dim=20,
+        likelihood="bernoulli",
+        binarize="none",
+        lr=1e-3,
+        batch_size=128,
+        iw_k=1,
+        beta=1.0,
+    ),
     # A convolutional model for 28x28 images, trained on dynamically binarised data.
-    "conv": dict(arch="conv", hidden=[32, 64], latent_dim=32, likelihood="bernoulli",
-                 binarize="dynamic", lr=1e-3, batch_size=128),
+    "conv": dict(
+        arch="conv", hidden=[32, 64], latent_dim=32, likelihood="bernoulli", binarize="dynamic", lr=1e-3, batch_size=128
+    ),
 }
 # Other names a preset is known by: `seed` was the reference model's first name (it collided with --seed).
 PRESET_ALIASES = {"seed": "reference"}
@@ -145,7 +155,7 @@ def _preset_name(preset: Any) -> str:
 
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_device(device: str) -> None:
@@ -166,7 +176,7 @@ _INT_FIELDS = ("latent_dim", "epochs", "batch_size", "iw_k", "seed", "eval_sampl
 _FLOAT_FIELDS = ("val_fraction", "sigma", "beta", "lr")
 _STR_FIELDS = ("dataset", "binarize", "arch", "likelihood", "device")
 # Seeds derived from the run's (seed + 1, seed + 10_000 + epoch) must stay below 2**64, torch's limit.
-_MAX_SEED = 2 ** 63 - 1
+_MAX_SEED = 2**63 - 1
 
 
 def _check_types(config: VAEConfig) -> None:
@@ -179,7 +189,7 @@ def _check_types(config: VAEConfig) -> None:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name} must be a number, got {_short(value)}")
-        if not (isinstance(value, int) and abs(value) < 2 ** 53 or isinstance(value, float) and math.isfinite(value)):
+        if not (isinstance(value, int) and abs(value) < 2**53 or isinstance(value, float) and math.isfinite(value)):
             raise ConfigError(f"{name} must be a finite number, got {_short(value)}")
         setattr(config, name, float(value))
     if not 0 <= config.seed <= _MAX_SEED:
@@ -212,8 +222,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if isinstance(values, dict) and path.suffix == ".toml":
         values = values.get("vae", values)
     if not isinstance(values, dict):
-        raise ConfigError(f"{path}: a config file holds a table of field = value, "
-                          f"not a {type(values).__name__} ({_short(values)})")
+        raise ConfigError(
+            f"{path}: a config file holds a table of field = value, not a {type(values).__name__} ({_short(values)})"
+        )
     return values
 
 

@@ -70,6 +70,7 @@ def rows(x: Tensor, generator: torch.Generator | None, group: Group | None) -> t
 
 # --- the training step ------------------------------------------------------------------------
 
+
 class Objective(nn.Module):
     """The per-image training objective as a module's forward, so DistributedDataParallel sees each call."""
 
@@ -88,8 +89,15 @@ def wrap(model: VAE, group: Group) -> DistributedDataParallel:
         return DistributedDataParallel(Objective(model), device_ids=[dev] if dev.type == "cuda" else None)
 
 
-def train_step(ddp: DistributedDataParallel, opt: torch.optim.Optimizer, x: Tensor, g: torch.Generator,
-               beta: float, group: Group, stopping: bool) -> tuple[float, bool]:
+def train_step(
+    ddp: DistributedDataParallel,
+    opt: torch.optim.Optimizer,
+    x: Tensor,
+    g: torch.Generator,
+    beta: float,
+    group: Group,
+    stopping: bool,
+) -> tuple[float, bool]:
     """Forward and backward on this rank's rows of the global batch `x` (the optimiser step is the caller's).
 
     Returns (the global batch's mean loss, whether any rank asked to stop), agreed by all ranks.
@@ -102,7 +110,9 @@ def train_step(ddp: DistributedDataParallel, opt: torch.optim.Optimizer, x: Tens
     opt.zero_grad(set_to_none=True)
     with collective(group, "the gradient all-reduce"):
         loss.backward()
-    stats = torch.stack([-objective.detach().double().sum(), objective.new_tensor(float(stopping), dtype=torch.float64)])
+    stats = torch.stack(
+        [-objective.detach().double().sum(), objective.new_tensor(float(stopping), dtype=torch.float64)]
+    )
     with collective(group, "the loss all-reduce"):
         dist.all_reduce(stats)
     total, stop = stats.tolist()

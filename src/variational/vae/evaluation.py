@@ -48,21 +48,28 @@ class Evaluation:
 
 
 @torch.no_grad()
-def elbo_per_image(model: VAE, x: torch.Tensor, batch_size: int = 1000, samples: int = 1,
-                   generator: torch.Generator | None = None, group: Group | None = None) -> torch.Tensor:
+def elbo_per_image(
+    model: VAE,
+    x: torch.Tensor,
+    batch_size: int = 1000,
+    samples: int = 1,
+    generator: torch.Generator | None = None,
+    group: Group | None = None,
+) -> torch.Tensor:
     """ELBO of each image, averaged over `samples` draws of z ~ q(z|x).
 
     With a `group`, only this rank's rows of each batch (`distributed.share`) are scored and returned.
     """
     out = []
     for start in range(0, len(x), batch_size):
-        xb, noise = distributed.rows(x[start:start + batch_size], generator, group)
+        xb, noise = distributed.rows(x[start : start + batch_size], generator, group)
         out.append(torch.stack([model.elbo(xb, generator=noise) for _ in range(samples)]).mean(0))
     return torch.cat(out)
 
 
-def mean_elbo(model: VAE, x: torch.Tensor, samples: int = 1, generator: torch.Generator | None = None,
-              group: Group | None = None) -> float:
+def mean_elbo(
+    model: VAE, x: torch.Tensor, samples: int = 1, generator: torch.Generator | None = None, group: Group | None = None
+) -> float:
     """Mean ELBO over the images of `x`, sharded over the ranks of `group` when given."""
     values = elbo_per_image(model, x, samples=samples, generator=generator, group=group)
     if group is None:
@@ -72,18 +79,25 @@ def mean_elbo(model: VAE, x: torch.Tensor, samples: int = 1, generator: torch.Ge
 
 
 @torch.no_grad()
-def log_px_per_image(model: VAE, x: torch.Tensor, k: int, batch_size: int = 100,
-                     generator: torch.Generator | None = None, progress: bool = False,
-                     group: Group | None = None) -> torch.Tensor:
+def log_px_per_image(
+    model: VAE,
+    x: torch.Tensor,
+    k: int,
+    batch_size: int = 100,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    group: Group | None = None,
+) -> torch.Tensor:
     """Importance-weighted estimate of log p(x) per image with k samples (Burda et al. 2016).
 
     With a `group`, only this rank's rows of each batch are estimated and returned.
     """
     chunk = max(1, DECODER_ROWS // batch_size)
     out = []
-    for start in tqdm(range(0, len(x), batch_size), desc=f"log p(x), K={k}", unit="batch",
-                      disable=not progress, leave=False):
-        xb, noise = distributed.rows(x[start:start + batch_size], generator, group)
+    for start in tqdm(
+        range(0, len(x), batch_size), desc=f"log p(x), K={k}", unit="batch", disable=not progress, leave=False
+    ):
+        xb, noise = distributed.rows(x[start : start + batch_size], generator, group)
         out.append(model.log_likelihood(xb, k=k, chunk=chunk, generator=noise))
     return torch.cat(out)
 
@@ -119,8 +133,10 @@ def _require_finite(result: Evaluation) -> None:
     for name in ("elbo", "log_px"):
         value = getattr(result, name)
         if value is not None and not math.isfinite(value):
-            raise FitError(f"the model's {name.replace('_', ' ')} is {value} on these {result.n_images} images: "
-                           "its outputs overflow (weights too large or damaged); it cannot be evaluated")
+            raise FitError(
+                f"the model's {name.replace('_', ' ')} is {value} on these {result.n_images} images: "
+                "its outputs overflow (weights too large or damaged); it cannot be evaluated"
+            )
 
 
 def _mean_and_stderr(values: torch.Tensor, group: Group | None) -> tuple[float, float]:
@@ -139,9 +155,13 @@ def _bits_per_dim(model: VAE, x: torch.Tensor):
     if model.config.likelihood == "bernoulli":
         if bool(((x == 0) | (x == 1)).all()):
             return (lambda log_p: -log_p / (dims * math.log(2))), None
-        return (lambda log_p: None), ("grey-level targets under a Bernoulli decoder (the texts' BCE objective): "
-                                      "not a normalised likelihood, so no bits/dim; binarise the data "
-                                      "(--binarize dynamic) for log p(x) comparable with published figures")
-    return ((lambda log_p: -log_p / (dims * math.log(2)) + 8.0),
-            "Gaussian decoder: a density over continuous [0,1] pixels; bits/dim include the 8-bit "
-            "discretisation (+8), as is usual for 256-level images")
+        return (lambda log_p: None), (
+            "grey-level targets under a Bernoulli decoder (the texts' BCE objective): "
+            "not a normalised likelihood, so no bits/dim; binarise the data "
+            "(--binarize dynamic) for log p(x) comparable with published figures"
+        )
+    return (
+        (lambda log_p: -log_p / (dims * math.log(2)) + 8.0),
+        "Gaussian decoder: a density over continuous [0,1] pixels; bits/dim include the 8-bit "
+        "discretisation (+8), as is usual for 256-level images",
+    )

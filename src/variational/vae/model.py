@@ -74,8 +74,9 @@ class VAE(nn.Module):
         """Per-image importance-weighted bound with `k` samples (the IWAE objective)."""
         return iw_bound(*self._log_weights_terms(x, k, generator))
 
-    def log_likelihood(self, x: Tensor, k: int = 5000, chunk: int | None = None,
-                       generator: torch.Generator | None = None) -> Tensor:
+    def log_likelihood(
+        self, x: Tensor, k: int = 5000, chunk: int | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Importance-weighted estimate of log p(x) per image, with `k` samples from q(z|x).
 
         The samples are processed `chunk` at a time (running log-sum-exp), so memory stays bounded.

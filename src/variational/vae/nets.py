@@ -56,8 +56,10 @@ class ConvEncoder(nn.Module):
         c1, c2 = _two_channels(channels)
         h, w = image_shape
         self.body = nn.Sequential(
-            nn.Conv2d(1, c1, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(c1, c2, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(1, c1, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c1, c2, 4, stride=2, padding=1),
+            nn.ReLU(),
             nn.Flatten(),
         )
         self.head = nn.Linear(c2 * (h // 4) * (w // 4), 2 * latent_dim)
@@ -77,7 +79,8 @@ class ConvDecoder(nn.Module):
         self.grid = (c2, image_shape[0] // 4, image_shape[1] // 4)
         self.fc = nn.Sequential(nn.Linear(latent_dim, math.prod(self.grid)), nn.ReLU())
         self.up = nn.Sequential(
-            nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1), nn.ReLU(),
+            nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1),
+            nn.ReLU(),
             nn.ConvTranspose2d(c1, 1, 4, stride=2, padding=1),
         )
 
@@ -87,7 +90,9 @@ class ConvDecoder(nn.Module):
         return self.up(h).reshape(*lead, -1)
 
 
-def build_nets(arch: str, image_shape: tuple[int, int], hidden: list[int], latent_dim: int) -> tuple[nn.Module, nn.Module]:
+def build_nets(
+    arch: str, image_shape: tuple[int, int], hidden: list[int], latent_dim: int
+) -> tuple[nn.Module, nn.Module]:
     if arch == "mlp":
         return MLPEncoder(image_shape, hidden, latent_dim), MLPDecoder(image_shape, hidden, latent_dim)
     if arch == "conv":

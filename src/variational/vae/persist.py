@@ -46,14 +46,25 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> VAE:
     return model
 
 
-def save_checkpoint(path: Path, model: VAE, optimizer: torch.optim.Optimizer, state: dict[str, Any],
-                    extra: dict[str, torch.Tensor], generators: dict[str, torch.Generator]) -> Path:
+def save_checkpoint(
+    path: Path,
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    extra: dict[str, torch.Tensor],
+    generators: dict[str, torch.Generator],
+) -> Path:
     """One file: model.*, optim.<param>.<key>, rng.<name>, the `extra` tensors + JSON loop state and config."""
     return _save(path, model, optimizer, state, extra, generators, metadata=_model_meta(model))
 
 
-def load_checkpoint(path: Path, model: VAE, optimizer: torch.optim.Optimizer, generators: dict[str, torch.Generator],
-                    device: str | torch.device = "cpu") -> Checkpoint:
+def load_checkpoint(
+    path: Path,
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    generators: dict[str, torch.Generator],
+    device: str | torch.device = "cpu",
+) -> Checkpoint:
     """Restore model, optimizer and generators in place; returns the loop state and the other tensors."""
     _metadata(path)  # a VAE file at all?
     return _load(path, model, optimizer, generators, device)
@@ -107,12 +118,17 @@ def _build(config: VAEConfig, image_shape: tuple[int, int], path: Path) -> VAE:
 
 
 def _model_meta(model: VAE) -> dict[str, str]:
-    return {"format": FORMAT, "config": json.dumps(model.config.to_dict()),
-            "image_shape": json.dumps(list(model.image_shape))}
+    return {
+        "format": FORMAT,
+        "config": json.dumps(model.config.to_dict()),
+        "image_shape": json.dumps(list(model.image_shape)),
+    }
 
 
 def _metadata(path: Path) -> dict[str, str]:
     meta = read_metadata(path)
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a variational VAE file (format {meta.get('format')!r}, expected {FORMAT!r})")
+        raise CheckpointError(
+            f"{path}: not a variational VAE file (format {meta.get('format')!r}, expected {FORMAT!r})"
+        )
     return meta

@@ -34,7 +34,7 @@ def save_reconstructions(model: VAE, x: torch.Tensor, path: Path, n: int = 16) -
     per_row = min(8, len(x))
     rows = []
     for start in range(0, len(x), per_row):
-        rows += [x[start:start + per_row], recon[start:start + per_row]]
+        rows += [x[start : start + per_row], recon[start : start + per_row]]
     images = torch.cat(rows).cpu().numpy()
     return plots.save_image_grid(path, images, ncols=per_row, title="each row of test images over its reconstructions")
 
@@ -68,23 +68,33 @@ def save_latent(model: VAE, x: torch.Tensor, labels: torch.Tensor | None, path: 
     mu = model.encode(x).mean.cpu().numpy()
     centred = mu - mu.mean(0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
-    share = s[:2] ** 2 / np.sum(s ** 2)
+    share = s[:2] ** 2 / np.sum(s**2)
     points = centred @ vt[:2].T
     lab = None if labels is None else labels.cpu().numpy()
-    plots.scatter_plot(points, lab, f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%})",
-                       title="test images' latent means", path=path)
+    plots.scatter_plot(
+        points,
+        lab,
+        f"PC 1 ({share[0]:.0%} of variance)",
+        f"PC 2 ({share[1]:.0%})",
+        title="test images' latent means",
+        path=path,
+    )
     return Path(path)
 
 
 def save_curves(metrics: list[dict], path: Path) -> Path:
     epochs = [m["epoch"] for m in metrics]
-    series = {"train loss (the objective)": (epochs, [m["train_loss"] for m in metrics]),
-              "test -ELBO": (epochs, [-m["test_elbo"] for m in metrics])}
+    series = {
+        "train loss (the objective)": (epochs, [m["train_loss"] for m in metrics]),
+        "test -ELBO": (epochs, [-m["test_elbo"] for m in metrics]),
+    }
     plots.line_plot(series, "epoch", "nats per image", title="training objective and test -ELBO", path=path)
     return Path(path)
 
 
-def save_all(model: VAE, x_test: torch.Tensor, y_test: torch.Tensor | None, metrics: list[dict], out: Path) -> list[Path]:
+def save_all(
+    model: VAE, x_test: torch.Tensor, y_test: torch.Tensor | None, metrics: list[dict], out: Path
+) -> list[Path]:
     """Write every picture of a run that its test set allows into `out`; returns the paths written."""
     was_training = model.training
     model.eval()

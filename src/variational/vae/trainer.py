@@ -43,8 +43,20 @@ WEIGHTS = "model.safetensors"
 PICTURES = ("samples.png", "reconstructions.png", "interpolation.png", "latent.png", "curves.png")
 
 
-__all__ = ["CHECKPOINT", "METRICS", "PICTURES", "WEIGHTS", "Run", "TrainData", "TrainingDiverged",
-           "TrainingInterrupted", "default_out", "prepare_data", "resume", "train"]
+__all__ = [
+    "CHECKPOINT",
+    "METRICS",
+    "PICTURES",
+    "WEIGHTS",
+    "Run",
+    "TrainData",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "default_out",
+    "prepare_data",
+    "resume",
+    "train",
+]
 
 
 @dataclass
@@ -86,8 +98,9 @@ def prepare_data(config: VAEConfig) -> TrainData:
         x_test = datasets.binarize_static(x_test, seed=config.seed + 1)
         x_val = None if x_val is None else datasets.binarize_static(x_val, seed=config.seed + 2)
     dev = torch.device(config.device)
-    return TrainData(x_train.to(dev), x_test.to(dev), ds.test.labels, None if x_val is None else x_val.to(dev),
-                     ds.description)
+    return TrainData(
+        x_train.to(dev), x_test.to(dev), ds.test.labels, None if x_val is None else x_val.to(dev), ds.description
+    )
 
 
 def default_out(config: VAEConfig) -> Path:
@@ -95,8 +108,14 @@ def default_out(config: VAEConfig) -> Path:
     return Path("runs") / Path(config.dataset).stem
 
 
-def train(config: VAEConfig, out: str | Path | None = None, resume: bool = False, progress: bool = True,
-          on_step: Callable[[int, int, float], None] | None = None, log: Callable[[str], None] | None = None) -> Run:
+def train(
+    config: VAEConfig,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: Callable[[int, int, float], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Run:
     """Train a VAE, writing checkpoints, metrics and pictures into `out`.
 
     `out` defaults to runs/<dataset>. `resume=True` continues from `out/checkpoint.safetensors`
@@ -125,9 +144,15 @@ def train(config: VAEConfig, out: str | Path | None = None, resume: bool = False
         return _train(config, run_dir, resume, progress and main, on_step, log, group)
 
 
-def _train(config: VAEConfig, run_dir: RunDirectory, resume: bool, progress: bool,
-           on_step: Callable[[int, int, float], None] | None, log: Callable[[str], None],
-           group: distributed.Group | None) -> Run:
+def _train(
+    config: VAEConfig,
+    run_dir: RunDirectory,
+    resume: bool,
+    progress: bool,
+    on_step: Callable[[int, int, float], None] | None,
+    log: Callable[[str], None],
+    group: distributed.Group | None,
+) -> Run:
     out, main = run_dir.path, group is None or group.is_main
     data = prepare_data(config)
     model = _build_model(config, tuple(data.x_train.shape[1:]))
@@ -163,7 +188,8 @@ def _train(config: VAEConfig, run_dir: RunDirectory, resume: bool, progress: boo
                 # (Under torchrun the next step's all-reduce makes every rank stop together.)
                 raise TrainingInterrupted(
                     f"stopped by signal {stop.name} after epoch {epoch + 1}; "
-                    f"checkpoint saved. Continue with: variational vae train --resume --out {out}")
+                    f"checkpoint saved. Continue with: variational vae train --resume --out {out}"
+                )
     pictures = _draw(model, data, metrics, out) if main else []
     return Run(out, model, config, metrics, data, pictures)
 
@@ -189,8 +215,9 @@ def _draw(model: VAE, data: TrainData, metrics: list[dict], out: Path) -> list[P
     return sorted(written, key=lambda p: PICTURES.index(p.name) if p.name in PICTURES else len(PICTURES))
 
 
-def _redraw_missing(model: VAE, data: TrainData, metrics: list[dict], out: Path, main: bool,
-                    log: Callable[[str], None]) -> list[Path]:
+def _redraw_missing(
+    model: VAE, data: TrainData, metrics: list[dict], out: Path, main: bool, log: Callable[[str], None]
+) -> list[Path]:
     """The pictures of a finished run, drawn again when one is missing (a run killed while drawing them)."""
     missing = [name for name in PICTURES if not (out / name).is_file()]
     if missing and main:
@@ -209,10 +236,20 @@ class _LoopState:
     started: float = field(default_factory=time.perf_counter)
 
 
-def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data: TrainData, config: VAEConfig,
-               epoch: int, loop: _LoopState, out: Path, stop: StopOnSignal, progress: bool,
-               on_step: Callable[[int, int, float], None] | None,
-               ddp: torch.nn.parallel.DistributedDataParallel | None = None) -> _LoopState:
+def _run_epoch(
+    model: VAE,
+    opt: torch.optim.Optimizer,
+    g: torch.Generator,
+    data: TrainData,
+    config: VAEConfig,
+    epoch: int,
+    loop: _LoopState,
+    out: Path,
+    stop: StopOnSignal,
+    progress: bool,
+    on_step: Callable[[int, int, float], None] | None,
+    ddp: torch.nn.parallel.DistributedDataParallel | None = None,
+) -> _LoopState:
     x_all = data.x_train
     n, bs = len(x_all), config.batch_size
     group = None if ddp is None else distributed.current()
@@ -225,7 +262,7 @@ def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data:
     model.train()
     bar = bars.EpochBar(epoch, config.epochs, n_batches, done=loop.step, enabled=progress)
     for step in range(loop.step, n_batches):
-        x = x_all.index_select(0, loop.perm[step * bs:(step + 1) * bs])
+        x = x_all.index_select(0, loop.perm[step * bs : (step + 1) * bs])
         if config.binarize == "dynamic":
             x = datasets.binarize_dynamic(x, g)
         if ddp is not None:
@@ -252,20 +289,26 @@ def _run_epoch(model: VAE, opt: torch.optim.Optimizer, g: torch.Generator, data:
                 distributed.barrier(group, "the barrier after the interrupt checkpoint")
             raise TrainingInterrupted(
                 f"stopped by signal {stop.name} at epoch {epoch + 1}, step {step + 1}; "
-                f"checkpoint saved. Continue with: variational vae train --resume --out {out}")
+                f"checkpoint saved. Continue with: variational vae train --resume --out {out}"
+            )
     bar.close()
     return loop
 
 
-def _epoch_metrics(model: VAE, data: TrainData, config: VAEConfig, epoch: int, loop: _LoopState,
-                   group: distributed.Group | None = None) -> dict:
+def _epoch_metrics(
+    model: VAE, data: TrainData, config: VAEConfig, epoch: int, loop: _LoopState, group: distributed.Group | None = None
+) -> dict:
     seconds = time.perf_counter() - loop.started  # training time only, before the evaluation
     model.eval()
     # A separate generator per epoch: evaluation never disturbs the training stream.
     ge = torch.Generator(device=data.x_test.device).manual_seed(config.seed + 10_000 + epoch)
-    row = {"epoch": epoch + 1, "train_loss": loop.loss_sum / max(loop.seen, 1),
-           "test_elbo": mean_elbo(model, data.x_test, samples=config.eval_samples, generator=ge, group=group),
-           "beta": config.beta_at(epoch), "seconds": seconds}
+    row = {
+        "epoch": epoch + 1,
+        "train_loss": loop.loss_sum / max(loop.seen, 1),
+        "test_elbo": mean_elbo(model, data.x_test, samples=config.eval_samples, generator=ge, group=group),
+        "beta": config.beta_at(epoch),
+        "seconds": seconds,
+    }
     if data.x_val is not None:
         row["val_elbo"] = mean_elbo(model, data.x_val, samples=config.eval_samples, generator=ge, group=group)
     model.train()
@@ -278,8 +321,15 @@ def _checkpoint(out: Path, model: VAE, opt: torch.optim.Optimizer, g: torch.Gene
     persist.save_checkpoint(out / CHECKPOINT, model, opt, state, extra, generators={"train": g})
 
 
-def _restore(run_dir: RunDirectory, model: VAE, opt: torch.optim.Optimizer, g: torch.Generator,
-             config: VAEConfig, n_train: int, write: bool = True) -> tuple[_LoopState, list[dict]]:
+def _restore(
+    run_dir: RunDirectory,
+    model: VAE,
+    opt: torch.optim.Optimizer,
+    g: torch.Generator,
+    config: VAEConfig,
+    n_train: int,
+    write: bool = True,
+) -> tuple[_LoopState, list[dict]]:
     saved = persist.load_checkpoint(run_dir.checkpoint, model, opt, {"train": g}, device=config.device)
     loop = _loop_state(saved, n_train, config.batch_size, run_dir.checkpoint)
     # Keep the metrics of completed epochs only: a crash after a metrics line but before its
@@ -291,8 +341,9 @@ def _loop_state(saved: Checkpoint, n: int, batch_size: int, path: Path) -> _Loop
     """The saved loop position, checked against the data and config it must belong to."""
     state, perm = saved.state, saved.extra.get("loop.perm")
     kinds = {"epoch": int, "step": int, "seen": int, "loss_sum": (int, float)}
-    if set(state) != set(kinds) or any(isinstance(state[k], bool) or not isinstance(state[k], t)
-                                       for k, t in kinds.items()):
+    if set(state) != set(kinds) or any(
+        isinstance(state[k], bool) or not isinstance(state[k], t) for k, t in kinds.items()
+    ):
         raise CheckpointError(f"{path}: the loop state {state} is not epoch, step, seen (integers) and loss_sum")
     epoch, step, seen, loss_sum = state["epoch"], state["step"], state["seen"], float(state["loss_sum"])
     n_batches = math.ceil(n / batch_size)
@@ -305,8 +356,12 @@ def _loop_state(saved: Checkpoint, n: int, batch_size: int, path: Path) -> _Loop
         problem = f"{seen} images seen is not what {step} batches of {batch_size} hold"
     elif not math.isfinite(loss_sum) or (step == 0 and loss_sum != 0):
         problem = f"the running loss {loss_sum} does not fit step {step}"
-    elif step > 0 and (perm is None or perm.dtype != torch.int64 or perm.shape != (n,)
-                       or not torch.equal(perm.sort().values.cpu(), torch.arange(n))):
+    elif step > 0 and (
+        perm is None
+        or perm.dtype != torch.int64
+        or perm.shape != (n,)
+        or not torch.equal(perm.sort().values.cpu(), torch.arange(n))
+    ):
         problem = f"the epoch's order is missing or not a permutation of the {n} training images"
     elif step == 0 and perm is not None:
         problem = "an epoch's order is saved before the epoch started"
@@ -324,8 +379,10 @@ def _resolve_config(config: VAEConfig, out: Path, resume: bool) -> VAEConfig:
         raise CheckpointError(f"cannot resume: no {CHECKPOINT} in {out}")  # (under the lock)
     trained_on = persist.stored_device(out / CHECKPOINT)
     if torch.device(trained_on).type != torch.device(config.device).type:
-        raise ConfigError(f"{out} was trained on {trained_on!r}; its random-number state belongs to that kind of "
-                          f"device, so resume it with --device {trained_on}")
+        raise ConfigError(
+            f"{out} was trained on {trained_on!r}; its random-number state belongs to that kind of "
+            f"device, so resume it with --device {trained_on}"
+        )
     saved, _ = persist.read_config(out / CHECKPOINT, device=config.device)
     saved.epochs = config.epochs  # with the device, the only field a resume may change
     return saved
@@ -369,13 +426,17 @@ def _describe_group(group: distributed.Group | None, config: VAEConfig) -> str:
         return ""
     low, high = config.batch_size // group.world_size, -(-config.batch_size // group.world_size)
     per_rank = f"{low}" if low == high else f"{low}-{high}"
-    return (f"; {group.world_size} ranks ({torch.distributed.get_backend()}), global batch "
-            f"{config.batch_size} = {per_rank} per rank")
+    return (
+        f"; {group.world_size} ranks ({torch.distributed.get_backend()}), global batch "
+        f"{config.batch_size} = {per_rank} per rank"
+    )
 
 
 def _format_row(row: dict, epochs: int) -> str:
-    text = (f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:8.2f}  "
-            f"test ELBO {row['test_elbo']:8.2f} nats  ({row['seconds']:.1f}s)")
+    text = (
+        f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:8.2f}  "
+        f"test ELBO {row['test_elbo']:8.2f} nats  ({row['seconds']:.1f}s)"
+    )
     if "val_elbo" in row:
         text += f"  val ELBO {row['val_elbo']:8.2f}"
     return text

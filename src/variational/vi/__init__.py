@@ -21,13 +21,22 @@ The fitting code lives in `variational.vi.fitting` (not `fit`, which would shado
 from variational._lazy import lazy_exports
 
 _HOME = {
-    "FitConfig": "config", "fit": "fitting",
-    "Model": "model", "ModelError": "model",
-    "FitInfo": "posterior", "Posterior": "posterior",
+    "FitConfig": "config",
+    "fit": "fitting",
+    "Model": "model",
+    "ModelError": "model",
+    "FitInfo": "posterior",
+    "Posterior": "posterior",
     # --- CAVI (vi/cavi.py) ---
-    "CAVIConfig": "cavi", "GaussianMixturePrior": "cavi", "LinearRegressionPrior": "cavi",
-    "NormalGammaPrior": "cavi", "cavi_gaussian_mixture": "cavi", "cavi_linear_regression": "cavi",
-    "cavi_normal_gamma": "cavi", "linear_regression_posterior": "cavi", "normal_gamma_posterior": "cavi",
+    "CAVIConfig": "cavi",
+    "GaussianMixturePrior": "cavi",
+    "LinearRegressionPrior": "cavi",
+    "NormalGammaPrior": "cavi",
+    "cavi_gaussian_mixture": "cavi",
+    "cavi_linear_regression": "cavi",
+    "cavi_normal_gamma": "cavi",
+    "linear_regression_posterior": "cavi",
+    "normal_gamma_posterior": "cavi",
 }
 _SUBMODULES = ("constraints",)  # exported as modules
 

@@ -33,31 +33,61 @@ k-hat above 0.7 means q is not to be trusted (Yao et al. 2018).
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "fit", help="variational inference: fit q to the posterior of a model file",
+        "fit",
+        help="variational inference: fit q to the posterior of a model file",
         description="Fit a variational family to the posterior of the `model` defined in MODEL.py; "
-                    "print the summary table, the ELBO, k-hat and the time taken. MODEL.py is executed as "
-                    "Python code (like `python MODEL.py`): do not run a file you do not trust.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "print the summary table, the ELBO, k-hat and the time taken. MODEL.py is executed as "
+        "Python code (like `python MODEL.py`): do not run a file you do not trust.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model_file", metavar="MODEL.py", help="a Python file that defines `model` (a variational.vi.Model); it is executed, so run only files you trust")
+    p.add_argument(
+        "model_file",
+        metavar="MODEL.py",
+        help="a Python file that defines `model` (a variational.vi.Model); it is executed, so run only files you trust",
+    )
     p.add_argument("--family", default="meanfield", choices=FAMILIES)
-    p.add_argument("--method", default="auto", choices=METHODS,
-                   help="auto: deterministic (DADVI: L-BFGS, then trust-region Newton) for the ELBO of Gaussian "
-                        "families, stochastic (Adam) for flows and the IW bound")
-    p.add_argument("--objective", default="elbo", choices=OBJECTIVES,
-                   help="elbo, or iw: the importance-weighted bound with K draws (stochastic method only)")
-    p.add_argument("--k", type=int, default=8, metavar="K", help="importance draws per bound with --objective iw (default 8)")
-    p.add_argument("--estimator", default="auto", choices=ESTIMATORS,
-                   help="gradient estimator: reparam, or stl (sticking the landing; stochastic ELBO only); "
-                        "auto: stl for the stochastic ELBO, else reparam")
+    p.add_argument(
+        "--method",
+        default="auto",
+        choices=METHODS,
+        help="auto: deterministic (DADVI: L-BFGS, then trust-region Newton) for the ELBO of Gaussian "
+        "families, stochastic (Adam) for flows and the IW bound",
+    )
+    p.add_argument(
+        "--objective",
+        default="elbo",
+        choices=OBJECTIVES,
+        help="elbo, or iw: the importance-weighted bound with K draws (stochastic method only)",
+    )
+    p.add_argument(
+        "--k", type=int, default=8, metavar="K", help="importance draws per bound with --objective iw (default 8)"
+    )
+    p.add_argument(
+        "--estimator",
+        default="auto",
+        choices=ESTIMATORS,
+        help="gradient estimator: reparam, or stl (sticking the landing; stochastic ELBO only); "
+        "auto: stl for the stochastic ELBO, else reparam",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--draws", type=int, help="fixed draws (deterministic) or draws per step (stochastic)")
-    p.add_argument("--mc-tol", type=float, default=0.01, metavar="TOL",
-                   help="deterministic: the Monte Carlo error of the posterior means allowed, as a fraction of "
-                        "q's sd; above it, Newton steps on more draws reduce it (0: estimate only; default 0.01)")
-    p.add_argument("--init", action="append", default=[], metavar="NAME=VALUE",
-                   help="starting value of a parameter on its constrained scale (repeatable; a vector as "
-                        "comma-separated values); parameters not given start at the unconstrained origin")
+    p.add_argument(
+        "--mc-tol",
+        type=float,
+        default=0.01,
+        metavar="TOL",
+        help="deterministic: the Monte Carlo error of the posterior means allowed, as a fraction of "
+        "q's sd; above it, Newton steps on more draws reduce it (0: estimate only; default 0.01)",
+    )
+    p.add_argument(
+        "--init",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="starting value of a parameter on its constrained scale (repeatable; a vector as "
+        "comma-separated values); parameters not given start at the unconstrained origin",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--plot", metavar="FILE", help="write a PNG of the marginals and the objective trace")
     p.set_defaults(handler=run_fit)
@@ -87,14 +117,17 @@ def load_model(path: str | Path):
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     if path.suffix != ".py":  # importlib has no loader for other suffixes; a .txt or .json is not a model
-        raise ModelError(f"{path}: a model file must be a Python file ending in .py, got {path.suffix or 'no suffix'!r}")
+        raise ModelError(
+            f"{path}: a model file must be a Python file ending in .py, got {path.suffix or 'no suffix'!r}"
+        )
     spec = importlib.util.spec_from_file_location(f"_variational_model_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
     except SystemExit as e:  # sys.exit() in the file would otherwise end the CLI silently with its status
-        raise ModelError(f"{path}: the model file called sys.exit({e.code!r}) while it was loaded; "
-                         "it must define `model` and return") from None
+        raise ModelError(
+            f"{path}: the model file called sys.exit({e.code!r}) while it was loaded; it must define `model` and return"
+        ) from None
     except Exception as e:  # noqa: BLE001 -- any failure of the user's file becomes one line naming it
         raise _file_error(path, e) from e
     model = getattr(module, "model", None)
@@ -110,7 +143,9 @@ def _file_error(path: Path, error: Exception) -> Exception:
     if isinstance(error, SyntaxError):
         line, message = error.lineno, error.msg
     else:
-        here = [f.lineno for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).resolve() == path.resolve()]
+        here = [
+            f.lineno for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).resolve() == path.resolve()
+        ]
         line, message = (here[-1] if here else "?"), (str(error).splitlines() or [""])[0]
     return ModelError(f"{path}:{line}: {type(error).__name__}: {message}")
 
@@ -183,10 +218,13 @@ def _report(post, record: dict) -> str:
         fresh = ""
         if info["correction_draws"]:
             fresh = f" and {info['correction_draws']} fresh ones" + (
-                ", whose correcting step was refused" if info["correction_refused"] else " to reduce it")
+                ", whose correcting step was refused" if info["correction_refused"] else " to reduce it"
+            )
         tol = record.get("mc_tol", 0.01)
         advice = "; more --draws would lower it" if tol and info["mc_error"] > tol else ""
-        lines.insert(3, f"MC err {info['mc_error']:.3f} of q's sd on the means ({info['draws']} fixed draws{fresh}){advice}")
+        lines.insert(
+            3, f"MC err {info['mc_error']:.3f} of q's sd on the means ({info['draws']} fixed draws{fresh}){advice}"
+        )
     if "plot" in record:
         lines.append(f"plot   {record['plot']}")
     return "\n".join(lines)

@@ -10,8 +10,9 @@ A bad value or combination raises `ConfigError` (a ValueError) naming the field,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from variational.errors import ConfigError
 from variational.vi.choices import ESTIMATORS, FAMILIES, GAUSSIAN, METHODS, OBJECTIVES, OPTIMIZERS
@@ -45,7 +46,9 @@ class FitConfig:
     window: int = 200  # stochastic: steps in the stopping rule's window
     max_steps: int = 20000  # stochastic: hard cap on Adam steps
     batch_size: int | None = None  # minibatch size for a minibatch model (stochastic)
-    init: Mapping[str, Any] | None = None  # initial constrained values of some or all parameters; the rest start at z = 0
+    init: Mapping[str, Any] | None = (
+        None  # initial constrained values of some or all parameters; the rest start at z = 0
+    )
     init_scale: float = 0.1  # initial sd of q on the unconstrained scale
     n_eval: int = 2000  # fresh draws for the reported ELBO and k-hat
     dtype: str = "float64"
@@ -65,27 +68,43 @@ class FitConfig:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
         if not (self.lr > 0 and 0 < self.lr_decay < 1 and self.init_scale > 0 and self.gtol > 0 and self.decays >= 0):
-            raise ConfigError("lr, init_scale and gtol must be > 0, lr_decay in (0, 1) and decays >= 0; got "
-                             f"lr={self.lr}, init_scale={self.init_scale}, gtol={self.gtol}, lr_decay={self.lr_decay}, decays={self.decays}")
+            raise ConfigError(
+                "lr, init_scale and gtol must be > 0, lr_decay in (0, 1) and decays >= 0; got "
+                f"lr={self.lr}, init_scale={self.init_scale}, gtol={self.gtol}, lr_decay={self.lr_decay}, decays={self.decays}"
+            )
         if self.mc_tol is not None and not self.mc_tol > 0:
             raise ConfigError(f"mc_tol must be > 0 or None, got {self.mc_tol}")
         if self.estimator == "stl" and self.objective == "iw":
-            raise ConfigError("estimator='stl' is biased for the importance-weighted bound (Tucker et al. 2018); use 'reparam'")
+            raise ConfigError(
+                "estimator='stl' is biased for the importance-weighted bound (Tucker et al. 2018); use 'reparam'"
+            )
         if self.objective == "iw" and self.method == "deterministic":
-            raise ConfigError("objective='iw' needs method='stochastic' (or 'auto'): with fixed draws the IW bound's "
-                             "optimum is biased upwards, since q can fit the draws themselves")
+            raise ConfigError(
+                "objective='iw' needs method='stochastic' (or 'auto'): with fixed draws the IW bound's "
+                "optimum is biased upwards, since q can fit the draws themselves"
+            )
         if self.estimator == "stl" and self.method == "deterministic":
             raise ConfigError("estimator='stl' is not the gradient of a fixed-draw objective; use method='stochastic'")
 
-    def resolved(self, model: Model) -> "FitConfig":
+    def resolved(self, model: Model) -> FitConfig:
         """The config with 'auto' choices made for this model."""
-        method = resolve_method(self.family, self.method, model.is_minibatch and self.batch_size is not None, self.objective)
+        method = resolve_method(
+            self.family, self.method, model.is_minibatch and self.batch_size is not None, self.objective
+        )
         if method == "deterministic" and self.batch_size is not None:
             raise ConfigError("batch_size needs method='stochastic': fixed draws cannot follow changing minibatches")
         if self.batch_size is not None and not model.is_minibatch:
-            raise ConfigError("batch_size needs a minibatch model: Model(spec=..., data=..., log_prior=..., log_lik=...)")
-        estimator = self.estimator if self.estimator != "auto" else ("stl" if method == "stochastic" and self.objective == "elbo" else "reparam")
-        return replace(self, method=method, estimator=estimator, draws=self.draws or default_draws(self.family, method, model.dim))
+            raise ConfigError(
+                "batch_size needs a minibatch model: Model(spec=..., data=..., log_prior=..., log_lik=...)"
+            )
+        estimator = (
+            self.estimator
+            if self.estimator != "auto"
+            else ("stl" if method == "stochastic" and self.objective == "elbo" else "reparam")
+        )
+        return replace(
+            self, method=method, estimator=estimator, draws=self.draws or default_draws(self.family, method, model.dim)
+        )
 
 
 def choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

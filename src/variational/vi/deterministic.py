@@ -34,10 +34,10 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from variational.core.families import Family
 from variational.core.objectives import surrogate_elbo
-from variational.vi import mc_error
-from variational.vi.hessian import fixed_draw_hessian
 from variational.errors import ConfigError, ModelError
+from variational.vi import mc_error
 from variational.vi.config import FitConfig
+from variational.vi.hessian import fixed_draw_hessian
 from variational.vi.model import Model
 from variational.vi.posterior import FitInfo
 from variational.vi.runaway import Trajectory
@@ -146,8 +146,10 @@ class _Flat:
         bad = torch.nonzero(~(log_sd < _MAX_LOG_SCALE)).reshape(-1)  # NaN counts as diverged
         if bad.numel():
             name = self.model.coordinate_name(int(bad[0]))
-            raise ModelError(f"q's scale for parameter '{name}' diverges: the posterior looks improper (flat direction "
-                             f"or missing prior); q's log sd reached {float(log_sd[bad[0]]):.3g}: give '{name}' a proper prior")
+            raise ModelError(
+                f"q's scale for parameter '{name}' diverges: the posterior looks improper (flat direction "
+                f"or missing prior); q's log sd reached {float(log_sd[bad[0]]):.3g}: give '{name}' a proper prior"
+            )
 
 
 def moment_matched_noise(q: Family, n: int, generator: torch.Generator) -> Tensor:
@@ -165,8 +167,9 @@ def moment_matched_noise(q: Family, n: int, generator: torch.Generator) -> Tenso
     return eps / second.diagonal().sqrt()
 
 
-def fit_deterministic(model: Model, q: Family, cfg: FitConfig, generator: torch.Generator,
-                      trajectory: Trajectory | None = None) -> FitInfo:
+def fit_deterministic(
+    model: Model, q: Family, cfg: FitConfig, generator: torch.Generator, trajectory: Trajectory | None = None
+) -> FitInfo:
     """Optimise the fixed-draw ELBO of `cfg.draws` draws to convergence; q is updated in place.
 
     `trajectory`, if given, records q at every accepted iterate.
@@ -175,8 +178,9 @@ def fit_deterministic(model: Model, q: Family, cfg: FitConfig, generator: torch.
         raise ConfigError("the deterministic method fits the ELBO only: the fixed-draw IW bound is biased")
     start = time.perf_counter()
     eps = moment_matched_noise(q, cfg.draws, generator)
-    flat = _Flat(model, q, lambda: fixed_draw_objective(model, q, eps), lambda: fixed_draw_hessian(model, q, eps),
-                 trajectory)
+    flat = _Flat(
+        model, q, lambda: fixed_draw_objective(model, q, eps), lambda: fixed_draw_hessian(model, q, eps), trajectory
+    )
     _check_start(model, q, eps, flat)
     # ftol: a relative change a few units above the log density's own rounding (float32 models round at ~1e-7).
     ftol = 1e-12 if model.log_density(torch.zeros(2, model.dim, dtype=eps.dtype)).dtype == torch.float64 else 1e-6
@@ -205,18 +209,26 @@ def fit_deterministic(model: Model, q: Family, cfg: FitConfig, generator: torch.
     converged = _converged(result, cfg.gtol) and finite
     correction = _error_and_correction(flat, eps, cfg, generator, result.x) if converged else None
     return FitInfo(
-        family=cfg.family, method="deterministic", converged=converged,
-        message=f"{' then '.join(used)}: {result.message}" + ("" if finite else f" (but the objective is {final} there)"),
-        iterations=iterations, objective_evals=flat.evals,
+        family=cfg.family,
+        method="deterministic",
+        converged=converged,
+        message=f"{' then '.join(used)}: {result.message}"
+        + ("" if finite else f" (but the objective is {final} there)"),
+        iterations=iterations,
+        objective_evals=flat.evals,
         grad_evals=flat.evals * eps.shape[0] + (correction.draws if correction else 0),
-        time_s=time.perf_counter() - start, draws=int(eps.shape[0]), trace=flat.trace,
-        mc_error=correction.error if correction else None, correction_draws=correction.draws if correction else 0,
+        time_s=time.perf_counter() - start,
+        draws=int(eps.shape[0]),
+        trace=flat.trace,
+        mc_error=correction.error if correction else None,
+        correction_draws=correction.draws if correction else 0,
         correction_refused=correction.refused if correction else False,
     )
 
 
-def _error_and_correction(flat: _Flat, eps: Tensor, cfg: FitConfig, generator: torch.Generator,
-                          x: np.ndarray) -> mc_error.Correction | None:
+def _error_and_correction(
+    flat: _Flat, eps: Tensor, cfg: FitConfig, generator: torch.Generator, x: np.ndarray
+) -> mc_error.Correction | None:
     """The Monte Carlo error of q's means at the optimum x (in q's sds), reduced to `cfg.mc_tol` when above it.
 
     None where it is not estimated: families other than mean field and full rank, frozen
@@ -235,8 +247,9 @@ def _error_and_correction(flat: _Flat, eps: Tensor, cfg: FitConfig, generator: t
         return None
     if cfg.mc_tol is None:
         return mc_error.Correction(error.worst, 0, refused=False)
-    return mc_error.correct(flat.model, q, error, hessian, cfg.mc_tol, cfg.max_draws,
-                            lambda n: moment_matched_noise(q, n, generator))
+    return mc_error.correct(
+        flat.model, q, error, hessian, cfg.mc_tol, cfg.max_draws, lambda n: moment_matched_noise(q, n, generator)
+    )
 
 
 def _check_start(model: Model, q: Family, eps: Tensor, flat: _Flat) -> None:
@@ -252,12 +265,15 @@ def _check_start(model: Model, q: Family, eps: Tensor, flat: _Flat) -> None:
         bad = int((~torch.isfinite(model.log_density(z))).sum())
         culprits = _moved_alone_non_finite(model, z, q.mean())
     if bad == 0:
-        raise ModelError(f"{model.name}: the ELBO of the starting q is not finite (q's parameters overflow); lower init_scale")
+        raise ModelError(
+            f"{model.name}: the ELBO of the starting q is not finite (q's parameters overflow); lower init_scale"
+        )
     who = ", ".join(f"'{n}'" for n in culprits) or "the parameters"
     raise ModelError(
         f"{model.name}: the log density is not finite at {bad} of the {z.shape[0]} fixed draws from the starting q "
         f"(varying {who}); the model is undefined on part of the space: give {who} a constraint matching its "
-        f"support (e.g. constraints.interval(lo, hi)), or lower init_scale")
+        f"support (e.g. constraints.interval(lo, hi)), or lower init_scale"
+    )
 
 
 def _moved_alone_non_finite(model: Model, z: Tensor, centre: Tensor) -> list[str]:
@@ -316,14 +332,18 @@ def _blas_threads() -> ThreadpoolController:
 def _minimise_with(flat: _Flat, x0: np.ndarray, optimizer: str, max_iter: int, gtol: float, ftol: float):
     if optimizer == "lbfgs":
         options = {"maxiter": max_iter, "gtol": gtol, "ftol": ftol, "maxcor": 20, "maxls": 25}
-        return scipy.optimize.minimize(flat.fun, x0, jac=True, method="L-BFGS-B", options=options, callback=flat.check_scale)
+        return scipy.optimize.minimize(
+            flat.fun, x0, jac=True, method="L-BFGS-B", options=options, callback=flat.check_scale
+        )
     options = {"maxiter": max_iter, "gtol": gtol}
     if optimizer == "trust-exact":
-        result = scipy.optimize.minimize(flat.fun, x0, jac=True, hess=flat.hess, method="trust-exact", options=options,
-                                         callback=flat.check_scale)
+        result = scipy.optimize.minimize(
+            flat.fun, x0, jac=True, hess=flat.hess, method="trust-exact", options=options, callback=flat.check_scale
+        )
         return _check_newton_decrement(flat, result, gtol, ftol)
-    return scipy.optimize.minimize(flat.fun, x0, jac=True, hessp=flat.hessp, method="trust-ncg", options=options,
-                                   callback=flat.check_scale)
+    return scipy.optimize.minimize(
+        flat.fun, x0, jac=True, hessp=flat.hessp, method="trust-ncg", options=options, callback=flat.check_scale
+    )
 
 
 def _check_newton_decrement(flat: _Flat, result: scipy.optimize.OptimizeResult, gtol: float, ftol: float):

@@ -29,8 +29,9 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -86,8 +87,9 @@ def _make_q(
     if cfg.family != "flow":
         return make_family(cfg.family, model.dim, loc=z0, scale=cfg.init_scale, **options).to(dtype), None
     gauss = make_family("meanfield", model.dim, loc=z0, scale=cfg.init_scale).to(dtype)
-    warm = replace(cfg, family="meanfield", method="deterministic", estimator="reparam", objective="elbo", draws=64,
-                   mc_tol=None)
+    warm = replace(
+        cfg, family="meanfield", method="deterministic", estimator="reparam", objective="elbo", draws=64, mc_tol=None
+    )
     warm_info = fit_deterministic(model, gauss, warm, generator)
     options.setdefault("generator", generator)
     flow = make_family("flow", model.dim, loc=gauss.loc.detach(), scale=gauss.scale().detach(), **options).to(dtype)

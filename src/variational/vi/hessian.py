@@ -89,10 +89,14 @@ def _batched_grad(outputs, inputs: list[Tensor], cotangents) -> tuple[Tensor, ..
     try:
         grads = torch.autograd.grad(outputs, inputs, grad_outputs=cotangents, is_grads_batched=True, allow_unused=True)
     except RuntimeError:  # an op without a batching rule for its double backward: one cotangent at a time
-        rows = [torch.autograd.grad(outputs, inputs, grad_outputs=_row(cotangents, b), retain_graph=True, allow_unused=True)
-                for b in range(batch)]
+        rows = [
+            torch.autograd.grad(outputs, inputs, grad_outputs=_row(cotangents, b), retain_graph=True, allow_unused=True)
+            for b in range(batch)
+        ]
         grads = tuple(None if parts[0] is None else torch.stack(parts) for parts in zip(*rows))
-    return tuple(torch.zeros(batch, *x.shape, dtype=x.dtype, device=x.device) if g is None else g for g, x in zip(grads, inputs))
+    return tuple(
+        torch.zeros(batch, *x.shape, dtype=x.dtype, device=x.device) if g is None else g for g, x in zip(grads, inputs)
+    )
 
 
 def _row(cotangents, b: int):

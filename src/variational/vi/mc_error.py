@@ -26,8 +26,8 @@ is singular and the sandwich undefined. The linear algebra runs in float64 whate
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -79,7 +79,9 @@ def estimate(model: Model, q: Family, eps: Tensor, neg_hessian: Tensor) -> MCErr
     per_draw = _per_draw_gradients(model, q, eps, params).double()  # (M, P), of log p(T(eps_m))
     with torch.enable_grad():
         entropy_grad = torch.autograd.grad(q.entropy(), params, allow_unused=True)  # free of the location
-    entropy_grad = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(entropy_grad, params)])
+    entropy_grad = torch.cat(
+        [(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(entropy_grad, params)]
+    )
     gradient = -(per_draw.mean(0) + entropy_grad.double())
     factor = torch.linalg.cholesky(neg_hessian.double())  # raises unless positive definite
     inv = torch.cholesky_inverse(factor)
@@ -100,8 +102,15 @@ class Correction:
     refused: bool
 
 
-def correct(model: Model, q: Family, error: MCError, neg_hessian: Tensor, tol: float, max_draws: int,
-            noise: Callable[[int], Tensor]) -> Correction:
+def correct(
+    model: Model,
+    q: Family,
+    error: MCError,
+    neg_hessian: Tensor,
+    tol: float,
+    max_draws: int,
+    noise: Callable[[int], Tensor],
+) -> Correction:
     """Newton steps on fresh draws `noise(n)` until the error of q's means is below `tol`; q moves in place.
 
     `error` is the estimate at q's current (fixed-draw optimal) parameters and draws. Each round

@@ -39,8 +39,9 @@ import functools
 import math
 import re
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -85,7 +86,9 @@ def _parse_spec(spec: Mapping[str, Any]) -> list[ParamInfo]:
             transform = bijection(constraint)
             inv_shape = torch.Size(transform.inverse_shape(shape))
         except (NotImplementedError, ValueError, IndexError) as e:
-            raise ModelError(f"parameter '{name}': no bijection to constraint {constraint} with shape {tuple(shape)} ({e})") from None
+            raise ModelError(
+                f"parameter '{name}': no bijection to constraint {constraint} with shape {tuple(shape)} ({e})"
+            ) from None
         info = ParamInfo(str(name), constraint, shape, transform, inv_shape, offset)
         infos.append(info)
         offset += info.size
@@ -179,12 +182,16 @@ class Model:
         try:
             value = value.expand(p.shape)
         except RuntimeError:
-            raise ModelError(f"init for parameter '{p.name}' has shape {tuple(value.shape)}, but '{p.name}' has shape "
-                             f"{tuple(p.shape)}: give one value or {math.prod(p.shape)}") from None
+            raise ModelError(
+                f"init for parameter '{p.name}' has shape {tuple(value.shape)}, but '{p.name}' has shape "
+                f"{tuple(p.shape)}: give one value or {math.prod(p.shape)}"
+            ) from None
         inside = p.constraint.check(value)
         if not bool(torch.as_tensor(inside).all()):
-            raise ModelError(f"init {p.name}={_short(value)} is outside the support of '{p.name}' "
-                             f"(constraint {_constraint_name(p.constraint)})")
+            raise ModelError(
+                f"init {p.name}={_short(value)} is outside the support of '{p.name}' "
+                f"(constraint {_constraint_name(p.constraint)})"
+            )
         return value
 
     def _slice(self, z: Tensor, p: ParamInfo) -> Tensor:
@@ -232,9 +239,12 @@ class Model:
             try:
                 x, ld = _bijection_batch(p.transform, u)
                 one = [_bijection_one(p.transform, ui) for ui in u]
-                ok = (x.shape == (3, *p.shape) and ld.shape == (3,)
-                      and torch.allclose(x, torch.stack([xi for xi, _ in one]))
-                      and torch.allclose(ld, torch.stack([li for _, li in one])))
+                ok = (
+                    x.shape == (3, *p.shape)
+                    and ld.shape == (3,)
+                    and torch.allclose(x, torch.stack([xi for xi, _ in one]))
+                    and torch.allclose(ld, torch.stack([li for _, li in one]))
+                )
             except (RuntimeError, ValueError, IndexError, AssertionError):
                 ok = False
             self._batchable[p.name] = bool(ok)
@@ -291,8 +301,10 @@ class Model:
             self._check_scalar(value)
             unread = self._unused(value, leaves)
         if unread:
-            raise ModelError(f"parameter '{unread[0]}' is in the spec but the log density does not depend on it "
-                             "(never read, or read only through non-differentiable operations)")
+            raise ModelError(
+                f"parameter '{unread[0]}' is in the spec but the log density does not depend on it "
+                "(never read, or read only through non-differentiable operations)"
+            )
         total = float(value.detach().reshape(()) + log_det)
         if not math.isfinite(total):
             raise ModelError(self._explain_non_finite(z.detach(), params, total))
@@ -301,7 +313,9 @@ class Model:
     def _check_scalar(self, value: Any) -> None:
         if not isinstance(value, Tensor) or value.numel() != 1:
             shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise ModelError(f"log density must return a scalar tensor, got {shape}; check the shapes in the spec ({self._shapes()})")
+            raise ModelError(
+                f"log density must return a scalar tensor, got {shape}; check the shapes in the spec ({self._shapes()})"
+            )
 
     def _unused(self, value: Tensor, leaves: Params) -> list[str]:
         """Names whose gradient autograd reports as absent (no path from the parameter to the value)."""
@@ -318,14 +332,20 @@ class Model:
         except (RuntimeError, IndexError, KeyError, TypeError, ValueError) as e:
             culprit = self._guess_shape_culprit(str(e))
             where = f"parameter '{culprit}' (shape {tuple(self._info(culprit).shape)}): " if culprit else ""
-            raise ModelError(f"log_joint failed: {where}{type(e).__name__}: {str(e).splitlines()[0]}; spec shapes {self._shapes()}") from e
+            raise ModelError(
+                f"log_joint failed: {where}{type(e).__name__}: {str(e).splitlines()[0]}; spec shapes {self._shapes()}"
+            ) from e
 
     def _explain_non_finite(self, z: Tensor, params: Params, total: float) -> str:
         """Name the parameters that, moved alone, make the log density finite; else list the values."""
         bad = [p.name for p in self.params if self._finite_when_moved(z, p)]
         shown = [(k, v) for k, v in params.items() if not bad or k in bad]
         values = ", ".join(f"{k}={_short(v)}" for k, v in shown)
-        who = ("parameter " if len(bad) == 1 else "parameters ") + ", ".join(f"'{b}'" for b in bad) if bad else "the parameters"
+        who = (
+            ("parameter " if len(bad) == 1 else "parameters ") + ", ".join(f"'{b}'" for b in bad)
+            if bad
+            else "the parameters"
+        )
         return f"log density is {total} at the initial point: check {who} ({values}); pass init= (CLI: --init NAME=VALUE) with values inside the support"
 
     def _finite_when_moved(self, z: Tensor, p: ParamInfo) -> bool:
@@ -373,12 +393,19 @@ def _constraint_name(constraint: Constraint) -> str:
 
 
 def _indices(shape: torch.Size) -> list[tuple[int, ...]]:
-    return [tuple(int(i) for i in idx) for idx in torch.cartesian_prod(*[torch.arange(s) for s in shape]).reshape(-1, len(shape))]
+    return [
+        tuple(int(i) for i in idx)
+        for idx in torch.cartesian_prod(*[torch.arange(s) for s in shape]).reshape(-1, len(shape))
+    ]
 
 
 def _short(v: Tensor) -> str:
     flat = v.detach().reshape(-1)
-    return f"{flat[0].item():.4g}" if flat.numel() == 1 else f"[{', '.join(f'{x:.3g}' for x in flat[:4].tolist())}{', ...' if flat.numel() > 4 else ''}]"
+    return (
+        f"{flat[0].item():.4g}"
+        if flat.numel() == 1
+        else f"[{', '.join(f'{x:.3g}' for x in flat[:4].tolist())}{', ...' if flat.numel() > 4 else ''}]"
+    )
 
 
 def _draw(params: Params, i: int) -> Params:

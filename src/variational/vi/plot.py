@@ -22,8 +22,9 @@ __all__ = ["marginals_figure", "save_marginals"]
 MAX_PANELS = plots.MAX_PANELS
 
 
-def marginals_figure(post, n: int = 4000, reference: Mapping[str, np.ndarray] | None = None,
-                     path: str | Path | None = None) -> Figure:
+def marginals_figure(
+    post, n: int = 4000, reference: Mapping[str, np.ndarray] | None = None, path: str | Path | None = None
+) -> Figure:
     """Histograms of q's marginals on the constrained scale (first MAX_PANELS elements) and the trace.
 
     `reference`: optional {name: draws of shape (S, *shape)} overlaid as outlines (e.g. MCMC draws).
@@ -35,9 +36,13 @@ def marginals_figure(post, n: int = 4000, reference: Mapping[str, np.ndarray] | 
         khat = post.khat
     verdict = f" > {KHAT_WARN}: do not trust q" if khat > KHAT_WARN else ""
     return plots.marginal_histograms(
-        columns, f"q ({post.info.family})", f"{post.model.name}: ELBO {post.elbo:.2f}, k-hat {khat:.2f}{verdict}",
+        columns,
+        f"q ({post.info.family})",
+        f"{post.model.name}: ELBO {post.elbo:.2f}, k-hat {khat:.2f}{verdict}",
         reference=_flatten(post.model, reference) if reference else None,
-        trace=(post.info.trace, f"objective per {unit} ({post.info.method})"), path=path)
+        trace=(post.info.trace, f"objective per {unit} ({post.info.method})"),
+        path=path,
+    )
 
 
 def save_marginals(post, path: str | Path, n: int = 4000, reference: Mapping[str, np.ndarray] | None = None) -> Path:

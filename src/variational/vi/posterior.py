@@ -68,7 +68,13 @@ class Posterior:
 
     def __init__(self, model: Model, q: Family, info: FitInfo, seed: int = 0, n_eval: int = 2000) -> None:
         # q is fitted: freeze it, so its moments and draws carry no autograd graph.
-        self.model, self.q, self.info, self.seed, self.n_eval = model, q.eval().requires_grad_(False), info, seed, n_eval
+        self.model, self.q, self.info, self.seed, self.n_eval = (
+            model,
+            q.eval().requires_grad_(False),
+            info,
+            seed,
+            n_eval,
+        )
 
     def _generator(self, generator: torch.Generator | None, offset: int = 0) -> torch.Generator:
         return generator if generator is not None else torch.Generator().manual_seed(self.seed + 7919 * (offset + 1))
@@ -131,8 +137,9 @@ class Posterior:
         """
         k = self._psis[1]
         if self.info.improper:
-            warnings.warn(f"{self.info.improper}; do not trust q's summaries, whatever k-hat says", RuntimeWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"{self.info.improper}; do not trust q's summaries, whatever k-hat says", RuntimeWarning, stacklevel=2
+            )
         if k > KHAT_WARN:
             warnings.warn(
                 f"k-hat = {k:.2f} > {KHAT_WARN}: q is a poor fit to the posterior; do not trust its "
@@ -155,10 +162,19 @@ class Posterior:
         lw, share = self._eval_weights, self.non_finite_share
         if not share:
             return ""
-        kinds = "/".join(k for k, hit in (("-inf", np.any(lw == -np.inf)), ("+inf", np.any(lw == np.inf)),
-                                          ("NaN", np.any(np.isnan(lw)))) if hit)
-        return (f"the log density is {kinds} at {100 * share:.1f}% of {lw.size} draws from q: the model is "
-                "undefined where q reaches; give each parameter a constraint matching its support")
+        kinds = "/".join(
+            k
+            for k, hit in (
+                ("-inf", np.any(lw == -np.inf)),
+                ("+inf", np.any(lw == np.inf)),
+                ("NaN", np.any(np.isnan(lw))),
+            )
+            if hit
+        )
+        return (
+            f"the log density is {kinds} at {100 * share:.1f}% of {lw.size} draws from q: the model is "
+            "undefined where q reaches; give each parameter a constraint matching its support"
+        )
 
     @property
     def ess(self) -> float:

@@ -64,7 +64,7 @@ class Trajectory:
             return None
         # the second half of the fit in _BLOCKS block means, which average out an optimiser's jitter
         size = (n - n // 2) // _BLOCKS
-        blocks = lambda xs: torch.stack(xs[n - size * _BLOCKS:]).reshape(_BLOCKS, size, -1).mean(1)  # noqa: E731
+        blocks = lambda xs: torch.stack(xs[n - size * _BLOCKS :]).reshape(_BLOCKS, size, -1).mean(1)  # noqa: E731
         log_sd, loc = blocks(self.log_sd), blocks(self.loc)
         sd = log_sd[-1].exp()
         for what, path, threshold in (("scale", log_sd, _GROWTH), ("location", loc / sd, _DRIFT)):
@@ -74,9 +74,14 @@ class Trajectory:
             if bad.numel():
                 i = int(bad[0])
                 name = model.coordinate_name(i)
-                change = (f"its sd grew x{math.exp(float(net[i])):.2f}" if what == "scale" else
-                          f"it moved {abs(float(net[i])):.1f} sds towards {'+' if net[i] > 0 else '-'}inf")
-                return (f"q's {what} for parameter '{name}' kept running off ({change} over the fit's second half, "
-                        f"steadily): the posterior looks improper (a flat direction or a missing prior; give "
-                        f"'{name}' a proper prior), or the fit stopped before q settled")
+                change = (
+                    f"its sd grew x{math.exp(float(net[i])):.2f}"
+                    if what == "scale"
+                    else f"it moved {abs(float(net[i])):.1f} sds towards {'+' if net[i] > 0 else '-'}inf"
+                )
+                return (
+                    f"q's {what} for parameter '{name}' kept running off ({change} over the fit's second half, "
+                    f"steadily): the posterior looks improper (a flat direction or a missing prior; give "
+                    f"'{name}' a proper prior), or the fit stopped before q settled"
+                )
         return None

@@ -11,7 +11,7 @@ iterates (Polyak and Juditsky 1992), which removes most of the noise a constant 
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -71,8 +71,9 @@ def _step_objective(model: Model, q: Family, cfg: FitConfig, generator: torch.Ge
     return surrogate_elbo(model.log_density(z, batch), log_q, k)
 
 
-def fit_stochastic(model: Model, q: Family, cfg: FitConfig, generator: torch.Generator,
-                   trajectory: Trajectory | None = None) -> FitInfo:
+def fit_stochastic(
+    model: Model, q: Family, cfg: FitConfig, generator: torch.Generator, trajectory: Trajectory | None = None
+) -> FitInfo:
     """Adam with plateau-triggered step decay and iterate averaging; q is updated in place.
 
     `trajectory`, if given, records q after every step.
@@ -89,7 +90,9 @@ def fit_stochastic(model: Model, q: Family, cfg: FitConfig, generator: torch.Gen
         if not torch.isfinite(value):
             bad += 1
             if bad >= _MAX_BAD_STEPS:
-                raise FitError(f"{model.name}: the ELBO estimate was not finite for {bad} steps in a row; lower lr or init_scale")
+                raise FitError(
+                    f"{model.name}: the ELBO estimate was not finite for {bad} steps in a row; lower lr or init_scale"
+                )
             continue
         bad = 0
         (-value).backward()
@@ -107,9 +110,21 @@ def fit_stochastic(model: Model, q: Family, cfg: FitConfig, generator: torch.Gen
             for group in optimiser.param_groups:
                 group["lr"] *= cfg.lr_decay
     average.load_mean()
-    message = f"plateau after {decays} step-size decays" if converged else f"stopped at max_steps={cfg.max_steps} before the ELBO levelled off"
+    message = (
+        f"plateau after {decays} step-size decays"
+        if converged
+        else f"stopped at max_steps={cfg.max_steps} before the ELBO levelled off"
+    )
     draws = cfg.draws * (cfg.k if cfg.objective == "iw" else 1)
     return FitInfo(
-        family=cfg.family, method="stochastic", converged=converged, message=message, iterations=step,
-        objective_evals=step, grad_evals=step * draws, time_s=time.perf_counter() - start, draws=draws, trace=trace,
+        family=cfg.family,
+        method="stochastic",
+        converged=converged,
+        message=message,
+        iterations=step,
+        objective_evals=step,
+        grad_evals=step * draws,
+        time_s=time.perf_counter() - start,
+        draws=draws,
+        trace=trace,
     )

@@ -34,8 +34,7 @@ from variational.vae.fastpath.adam import adam_step, flush_subnormal_moments
 from variational.vae.fastpath.memory import keep_freed_memory
 from variational.vae.model import VAE, standard_normal
 
-__all__ = ["FLUSH_EVERY", "TESTED_TORCH", "TrainingStep", "fast_path_supported", "keep_freed_memory",
-           "training_step"]
+__all__ = ["FLUSH_EVERY", "TESTED_TORCH", "TrainingStep", "fast_path_supported", "keep_freed_memory", "training_step"]
 
 # The (major, minor) torch releases, first and last inclusive, whose internals the fast path was
 # tested against (tests/vae/test_fused.py, test_adam_step.py, test_train.py).
@@ -76,8 +75,9 @@ class TrainingStep:
     forms the gradient another way.
     """
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps_done: int = 0,
-                 fast: bool = True):
+    def __init__(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps_done: int = 0, fast: bool = True
+    ):
         self.model, self.optimizer, self.steps_done, self.fast = model, optimizer, steps_done, fast
 
     def __call__(self, x: Tensor, beta: float = 1.0, generator: torch.Generator | None = None) -> float:
@@ -134,7 +134,11 @@ def _fast_path_or_note() -> bool:
     if not _noted:
         _noted = True
         first, last = (".".join(map(str, v)) for v in TESTED_TORCH)
-        warnings.warn(f"torch {torch.__version__} is outside the range the VAE trainer's fast step was tested with "
-                      f"({first} to {last}); training takes the plain autograd step and optimizer.step() "
-                      "(the same loss up to float rounding, slower)", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"torch {torch.__version__} is outside the range the VAE trainer's fast step was tested with "
+            f"({first} to {last}); training takes the plain autograd step and optimizer.step() "
+            "(the same loss up to float rounding, slower)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return False

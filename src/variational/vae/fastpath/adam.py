@@ -32,24 +32,51 @@ def adam_step(opt: torch.optim.Optimizer) -> None:
         for params, grads, exp_avgs, exp_avg_sqs, steps, group in calls:
             beta1, beta2 = group["betas"]
             torch._foreach_add_(steps, 1)
-            _KERNEL(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1,
-                    beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
-                    grad_scale=None, found_inf=None)
+            _KERNEL(
+                params,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                [],
+                steps,
+                amsgrad=False,
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                maximize=group["maximize"],
+                grad_scale=None,
+                found_inf=None,
+            )
 
 
 def _kernel_calls(opt: torch.optim.Optimizer) -> list[tuple] | None:
     """Per parameter group, the kernel's tensor lists; None where only opt.step() does the right thing."""
     # "step" in vars(opt): the instance's own step, such as the wrapper an LR scheduler installs to see it called
-    if (_KERNEL is None or type(opt) is not torch.optim.Adam or "step" in vars(opt) or opt._optimizer_step_pre_hooks
-            or opt._optimizer_step_post_hooks or _optimizer._global_optimizer_pre_hooks
-            or _optimizer._global_optimizer_post_hooks or getattr(opt, "grad_scale", None) is not None
-            or getattr(opt, "found_inf", None) is not None):
+    if (
+        _KERNEL is None
+        or type(opt) is not torch.optim.Adam
+        or "step" in vars(opt)
+        or opt._optimizer_step_pre_hooks
+        or opt._optimizer_step_post_hooks
+        or _optimizer._global_optimizer_pre_hooks
+        or _optimizer._global_optimizer_post_hooks
+        or getattr(opt, "grad_scale", None) is not None
+        or getattr(opt, "found_inf", None) is not None
+    ):
         return None
     calls = []
     for group in opt.param_groups:
-        if (not group["fused"] or group["amsgrad"] or group["capturable"] or group["differentiable"]
-                or group.get("decoupled_weight_decay", False) or isinstance(group["lr"], torch.Tensor)
-                or any(isinstance(b, torch.Tensor) for b in group["betas"])):
+        if (
+            not group["fused"]
+            or group["amsgrad"]
+            or group["capturable"]
+            or group["differentiable"]
+            or group.get("decoupled_weight_decay", False)
+            or isinstance(group["lr"], torch.Tensor)
+            or any(isinstance(b, torch.Tensor) for b in group["betas"])
+        ):
             return None
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
@@ -59,12 +86,26 @@ def _kernel_calls(opt: torch.optim.Optimizer) -> list[tuple] | None:
         for p in params:
             state = opt.state.get(p)
             # No state yet (the first step creates it), or a tensor the kernel would not take in one call.
-            if (not state or p.grad.is_sparse or p.is_complex() or p.device != first.device
-                    or p.dtype != first.dtype or p.grad.dtype != p.dtype):
+            if (
+                not state
+                or p.grad.is_sparse
+                or p.is_complex()
+                or p.device != first.device
+                or p.dtype != first.dtype
+                or p.grad.dtype != p.dtype
+            ):
                 return None
             states.append(state)
-        calls.append((params, [p.grad for p in params], [s["exp_avg"] for s in states],
-                      [s["exp_avg_sq"] for s in states], [s["step"] for s in states], group))
+        calls.append(
+            (
+                params,
+                [p.grad for p in params],
+                [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states],
+                [s["step"] for s in states],
+                group,
+            )
+        )
     return calls
 
 

@@ -65,8 +65,12 @@ _CONTAINERS = frozenset((MLPEncoder, MLPDecoder, nn.Sequential))  # run their ch
 _LEAVES = frozenset((nn.Linear, nn.ReLU, nn.Identity))
 _DTYPES = (torch.float32, torch.float64)
 # Hooks registered for every module (torch.nn.modules.module.register_module_forward_hook and kin).
-_GLOBAL_HOOKS = (module_hooks._global_forward_hooks, module_hooks._global_forward_pre_hooks,
-                 module_hooks._global_backward_hooks, module_hooks._global_backward_pre_hooks)
+_GLOBAL_HOOKS = (
+    module_hooks._global_forward_hooks,
+    module_hooks._global_forward_pre_hooks,
+    module_hooks._global_backward_hooks,
+    module_hooks._global_backward_pre_hooks,
+)
 
 
 def _hooked(m: nn.Module) -> bool:
@@ -88,8 +92,11 @@ def _linear_chain(net: nn.Module) -> list[nn.Linear] | None:
         elif type(m) is not nn.Identity:
             leaves.append(m)
     linears, relus = leaves[0::2], leaves[1::2]
-    if (len(leaves) % 2 == 0 or any(type(m) is not nn.Linear for m in linears)
-            or any(type(m) is not nn.ReLU for m in relus)):
+    if (
+        len(leaves) % 2 == 0
+        or any(type(m) is not nn.Linear for m in linears)
+        or any(type(m) is not nn.ReLU for m in relus)
+    ):
         return None
     return linears
 
@@ -121,8 +128,14 @@ def loss_and_gradients(layers: MLPLayers, x: Tensor, eps: Tensor, beta: float = 
         # log Bernoulli(x | sigmoid(l)) = x l - softplus(l) = x l - relu(l) + log sigmoid(|l|), where
         # sigmoid(|l|) = max(p, 1 - p) lies in [1/2, 1]: no softplus pass (PyTorch's is not vectorised).
         # The batch's sums of those terms and of the KL's; x l as one dot product, which writes nothing.
-        terms = torch.stack([torch.dot(x.reshape(-1), logits.view(-1)), logits.clamp_min(0).sum(),
-                             _log_sigmoid_abs_sum(probs), _twice_kl_terms(mu, logvar, sm1).sum()])
+        terms = torch.stack(
+            [
+                torch.dot(x.reshape(-1), logits.view(-1)),
+                logits.clamp_min(0).sum(),
+                _log_sigmoid_abs_sum(probs),
+                _twice_kl_terms(mu, logvar, sm1).sum(),
+            ]
+        )
         _backward(saved, params[0::2], n_encoder, beta, grads, scale=-1.0 / x.shape[0])
     x_logits, relu_logits, log_max, kl2 = terms.tolist()
     elbo = x_logits - relu_logits + log_max - 0.5 * beta * kl2
@@ -135,7 +148,7 @@ def _network(x: Tensor, eps: Tensor, n_encoder: int, params: list[Tensor] | tupl
     weights, biases = params[0::2], params[1::2]
     inputs = []  # every layer's input, for its weight gradient and its ReLU mask
     h = x
-    for w, b in zip(weights[:n_encoder - 1], biases[:n_encoder - 1]):
+    for w, b in zip(weights[: n_encoder - 1], biases[: n_encoder - 1]):
         inputs.append(h)
         h = F.linear(h, w, b).clamp_min_(0)
     inputs.append(h)

@@ -16,8 +16,16 @@ from torch.distributions import Dirichlet, Wishart
 from variational.errors import ConfigError, DataError
 from variational.vi.cavi.common import DTYPE, LOG_2PI, CAVIConfig, as_tensor, iterate, positive
 
-__all__ = ["GMMHyper", "GMMState", "GaussianMixturePrior", "GaussianMixtureResult", "cavi_gaussian_mixture",
-           "hyperparameters", "m_step", "responsibilities"]
+__all__ = [
+    "GMMHyper",
+    "GMMState",
+    "GaussianMixturePrior",
+    "GaussianMixtureResult",
+    "cavi_gaussian_mixture",
+    "hyperparameters",
+    "m_step",
+    "responsibilities",
+]
 
 
 @dataclass(frozen=True)
@@ -128,8 +136,11 @@ def _gmm_elbo(X: Tensor, h: GMMHyper):
         # PRML 10.70-10.77 at the M-step optimum of q(pi, mu, Lambda) given q(Z): H[q(Z)] plus the
         # log ratio of prior to posterior normalisers, i.e. the conjugate evidence with soft counts.
         entropy_z = -torch.xlogy(s.resp, s.resp).sum()
-        nw = (0.5 * d * torch.log(h.beta0 / s.beta) + _log_wishart_norm(h.w0_inv, torch.tensor(h.nu0, dtype=DTYPE), d)
-              - _log_wishart_norm(s.w_inv, s.nu, d)).sum()
+        nw = (
+            0.5 * d * torch.log(h.beta0 / s.beta)
+            + _log_wishart_norm(h.w0_inv, torch.tensor(h.nu0, dtype=DTYPE), d)
+            - _log_wishart_norm(s.w_inv, s.nu, d)
+        ).sum()
         dirichlet = _log_dirichlet_norm(h.alpha0) - _log_dirichlet_norm(s.alpha)
         return (entropy_z - 0.5 * n * d * LOG_2PI + nw + dirichlet).item()
 
@@ -164,9 +175,14 @@ def _kmeans_responsibilities(X: Tensor, k: int, generator: torch.Generator, iter
     return torch.nn.functional.one_hot(torch.cdist(X, centres).argmin(1), k).to(DTYPE)
 
 
-def cavi_gaussian_mixture(X, n_components: int, prior: GaussianMixturePrior = GaussianMixturePrior(),
-                          config: CAVIConfig = CAVIConfig(), init=None,
-                          generator: torch.Generator | None = None) -> GaussianMixtureResult:
+def cavi_gaussian_mixture(
+    X,
+    n_components: int,
+    prior: GaussianMixturePrior = GaussianMixturePrior(),
+    config: CAVIConfig = CAVIConfig(),
+    init=None,
+    generator: torch.Generator | None = None,
+) -> GaussianMixtureResult:
     """Variational Bayesian Gaussian mixture (PRML 10.2): each sweep is the E step (10.46-10.49)
     then the M step (10.51-10.63), the ELBO computed after it.
 

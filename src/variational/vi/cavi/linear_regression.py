@@ -115,8 +115,9 @@ def _lr_elbo(st: _LRStats, p: LinearRegressionPrior):
     return elbo
 
 
-def cavi_linear_regression(X, y, prior: LinearRegressionPrior = LinearRegressionPrior(),
-                           config: CAVIConfig = CAVIConfig()) -> LinearRegressionResult:
+def cavi_linear_regression(
+    X, y, prior: LinearRegressionPrior = LinearRegressionPrior(), config: CAVIConfig = CAVIConfig()
+) -> LinearRegressionResult:
     """Mean-field q(w) q(alpha) q(beta) for y ~ N(X w, I/beta), w ~ N(0, I/alpha) (PRML 10.3).
 
     Unknown precisions start at their prior means. With both precisions fixed the single factor
@@ -151,6 +152,11 @@ def linear_regression_posterior(
     prec = weight_precision * torch.eye(d, dtype=DTYPE) + noise_precision * X.T @ X
     m = noise_precision * torch.linalg.solve(prec, X.T @ y)
     e_m = 0.5 * noise_precision * ((y - X @ m) ** 2).sum() + 0.5 * weight_precision * m @ m  # PRML 3.82
-    log_ev = (0.5 * d * math.log(weight_precision) + 0.5 * n * math.log(noise_precision) - e_m
-              - 0.5 * torch.logdet(prec) - 0.5 * n * LOG_2PI)
+    log_ev = (
+        0.5 * d * math.log(weight_precision)
+        + 0.5 * n * math.log(noise_precision)
+        - e_m
+        - 0.5 * torch.logdet(prec)
+        - 0.5 * n * LOG_2PI
+    )
     return MultivariateNormal(m, precision_matrix=prec), log_ev.item()

@@ -23,7 +23,13 @@ from torch.distributions import Gamma, Normal, StudentT, kl_divergence
 from variational.errors import ConfigError
 from variational.vi.cavi.common import DTYPE, LOG_2PI, CAVIConfig, as_tensor, expected_log, gamma, iterate, positive
 
-__all__ = ["NormalGammaPosterior", "NormalGammaPrior", "NormalGammaResult", "cavi_normal_gamma", "normal_gamma_posterior"]
+__all__ = [
+    "NormalGammaPosterior",
+    "NormalGammaPrior",
+    "NormalGammaResult",
+    "cavi_normal_gamma",
+    "normal_gamma_posterior",
+]
 
 
 @dataclass(frozen=True)
@@ -58,8 +64,11 @@ class NormalGammaPosterior:
     def mu(self) -> StudentT:
         """Marginal of mu: Student-t, 2a degrees of freedom, scale sqrt(b / (a kappa)) (PRML 2.159)."""
         scale = math.sqrt(self.rate / (self.shape * self.kappa))
-        return StudentT(torch.tensor(2 * self.shape, dtype=DTYPE), torch.tensor(self.mean, dtype=DTYPE),
-                        torch.tensor(scale, dtype=DTYPE))
+        return StudentT(
+            torch.tensor(2 * self.shape, dtype=DTYPE),
+            torch.tensor(self.mean, dtype=DTYPE),
+            torch.tensor(scale, dtype=DTYPE),
+        )
 
 
 def normal_gamma_posterior(x, prior: NormalGammaPrior = NormalGammaPrior()) -> NormalGammaPosterior:
@@ -71,8 +80,14 @@ def normal_gamma_posterior(x, prior: NormalGammaPrior = NormalGammaPrior()) -> N
     shape = prior.shape + n / 2
     ss = ((x - xbar) ** 2).sum().item()
     rate = prior.rate + 0.5 * (ss + prior.kappa * n * (xbar - prior.mean) ** 2 / kappa)
-    log_ev = (math.lgamma(shape) - math.lgamma(prior.shape) + prior.shape * math.log(prior.rate)
-              - shape * math.log(rate) + 0.5 * math.log(prior.kappa / kappa) - 0.5 * n * LOG_2PI)
+    log_ev = (
+        math.lgamma(shape)
+        - math.lgamma(prior.shape)
+        + prior.shape * math.log(prior.rate)
+        - shape * math.log(rate)
+        + 0.5 * math.log(prior.kappa / kappa)
+        - 0.5 * n * LOG_2PI
+    )
     return NormalGammaPosterior(mean, kappa, shape, rate, log_ev)
 
 
@@ -117,8 +132,9 @@ def _ng_elbo(x: Tensor, p: NormalGammaPrior):
     return elbo
 
 
-def cavi_normal_gamma(x, prior: NormalGammaPrior = NormalGammaPrior(),
-                      config: CAVIConfig = CAVIConfig()) -> NormalGammaResult:
+def cavi_normal_gamma(
+    x, prior: NormalGammaPrior = NormalGammaPrior(), config: CAVIConfig = CAVIConfig()
+) -> NormalGammaResult:
     """Mean-field q(mu) q(tau) for x_n ~ N(mu, 1/tau) under a Normal-Gamma prior (PRML 10.1.3).
 
     Starts from E[tau] = the prior mean; sweeps update q(mu) then q(tau).
