@@ -27,9 +27,11 @@ def test_psis_matches_arviz(scale):
     lw = np.random.default_rng(0).normal(size=4000) * scale
     smoothed, k = psis(lw)
     ref_smoothed, ref_k = az.psislw(lw.copy())
-    # Same algorithm, independent code: agreement to float64 rounding.
-    assert abs(k - float(ref_k)) < 1e-10
-    np.testing.assert_allclose(smoothed - smoothed.max(), ref_smoothed - ref_smoothed.max(), atol=1e-10)
+    # Same algorithm (Zhang and Stephens' GPD fit on the same tail), independent code: they agree to
+    # float64 rounding today, but the order of their sums is each library's own business, so the
+    # test asks for the 1e-6 that the algorithm fixes rather than the rounding of one release.
+    assert abs(k - float(ref_k)) < 1e-6
+    np.testing.assert_allclose(smoothed - smoothed.max(), ref_smoothed - ref_smoothed.max(), atol=1e-6)
 
 
 def test_khat_small_for_a_good_proposal_and_large_for_a_too_narrow_one():
