@@ -26,9 +26,9 @@ from variational.vae.distributed import Group
 from variational.vae.fastpath.memory import keep_freed_memory
 from variational.vae.model import VAE
 
-# Decoder rows (image x sample pairs) per pass of the importance-weighted estimate. Passes of ~4k
-# rows keep the buffers in the allocator's reuse range: 50k-row passes spent as much time in the
-# kernel (page faults of fresh buffers) as in the matrix products, and ran 1.6x slower overall.
+# Decoder rows (image x sample pairs) per pass of the importance-weighted estimate: passes this
+# small keep their buffers in the allocator's reuse range instead of page-faulting fresh ones
+# (measurements: docs/design/cpu-fast-path.md).
 DECODER_ROWS = 4096
 
 
